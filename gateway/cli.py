@@ -1,0 +1,377 @@
+"""The ``sensor-gateway`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.errors import ConfigError, GatewayError
+
+DEFAULT_CONFIG = os.environ.get("SENSOR_GATEWAY_CONFIG", "/etc/sensor-gateway/gateway.toml")
+DEMO_DIR = (
+    Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    / "sensor-gateway"
+    / "demo"
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sensor-gateway`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as err:
+        print(f"sensor-gateway: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except GatewayError as err:
+        print(f"sensor-gateway: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sensor-gateway",
+        description="Reads serial and MQTT sensors, keeps every reading safe on disk and "
+        "writes them to InfluxDB (or the embedded local store).",
+    )
+    parser.add_argument("--version", action="version", version=f"sensor-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-c",
+            "--config",
+            default=DEFAULT_CONFIG,
+            help=f"main TOML file; conf.d/*.toml beside it is merged (default: {DEFAULT_CONFIG})",
+        )
+
+    p = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
+    config_arg(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a configuration and list every mistake")
+    config_arg(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("drivers", help="list built-in and plugin drivers with their options")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("name", nargs="?", help="show one driver in detail")
+    p.set_defaults(func=cmd_drivers)
+
+    p = sub.add_parser("query", help="print readings from the local store")
+    config_arg(p)
+    p.add_argument("--demo", action="store_true", help=f"query the demo's store ({DEMO_DIR})")
+    p.add_argument("-d", "--device", help="only this device")
+    p.add_argument("-m", "--measurement", help="only this measurement")
+    p.add_argument(
+        "-f", "--field", action="append", dest="fields", help="only this field (repeatable)"
+    )
+    p.add_argument(
+        "--since",
+        "--start",
+        dest="start",
+        default=None,
+        help='start time: RFC 3339, epoch seconds or relative like "-1h" (default: all)',
+    )
+    p.add_argument("--until", "--end", dest="end", default=None, help="end time (default: now)")
+    p.add_argument(
+        "--latest", action="store_true", help="only the newest value per series and field"
+    )
+    p.add_argument(
+        "-n",
+        "--limit",
+        type=int,
+        default=1000,
+        help="at most this many rows, newest (default 1000)",
+    )
+    p.add_argument("-o", "--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument(
+        "--list", action="store_true", help="list measurements, devices and fields stored"
+    )
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("status", help="show what the running gateway is doing")
+    config_arg(p)
+    p.add_argument("--demo", action="store_true", help="status of the demo")
+    p.add_argument("--json", action="store_true", help="print the raw status document")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("dead-letter", help="list or export points a server refused for good")
+    config_arg(p)
+    p.add_argument("--sink", help="only this sink")
+    p.add_argument("-n", "--limit", type=int, default=100)
+    p.add_argument(
+        "--export", metavar="FILE", help="write them as line protocol to FILE ('-' = stdout)"
+    )
+    p.set_defaults(func=cmd_dead_letter)
+
+    p = sub.add_parser(
+        "demo", help="run with simulated sensors and the local store, no hardware needed"
+    )
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEMO_DIR,
+        help=f"where the demo keeps its data ({DEMO_DIR})",
+    )
+    p.add_argument("--quiet", action="store_true", help="no live view of readings")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"{args.config}: {len(err.problems)} problem(s):", file=sys.stderr)
+        for path, message in err.problems:
+            print(f"  {path}: {message}" if path else f"  {message}", file=sys.stderr)
+        return EXIT_CONFIG
+    sinks = []
+    if config.influx is not None:
+        sinks.append(f"influxdb ({config.influx.api}, {config.influx.url})")
+    if config.local_enabled:
+        sinks.append(f"local store ({config.local_path})")
+    enabled = [n for n, d in config.devices.items() if d.section.enabled]
+    print(
+        f"{args.config}: OK — {len(enabled)} device(s) enabled, {len(config.brokers)} broker(s), "
+        f"sinks: {', '.join(sinks) or 'none'}; spool {config.spool_path}"
+    )
+    for name, spec in config.devices.items():
+        state = "" if spec.section.enabled else " (disabled)"
+        print(f"  {name}: {spec.section.driver}{state}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.logging import configure
+
+    config = load_config(args.config)
+    configure(config.gateway.log_level, config.gateway.log_format)
+    return run_gateway(config)
+
+
+def run_gateway(config: Any, ready: Any = None) -> int:
+    """Run a gateway for ``config`` until SIGTERM/SIGINT; return the exit code."""
+    from gateway.runtime import Gateway
+
+    async def _main() -> None:
+        gateway = Gateway(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, gateway.stop)
+        await gateway.run(ready=ready)
+
+    asyncio.run(_main())
+    return EXIT_OK
+
+
+def cmd_drivers(args: argparse.Namespace) -> int:
+    from gateway.registry import discover
+
+    found = discover()
+    info: list[dict[str, Any]] = []
+    for name in sorted(found.drivers):
+        cls = found.drivers[name]
+        if args.name and name != args.name:
+            continue
+        options = []
+        for key, fld in cls.Options.model_fields.items():
+            options.append(
+                {
+                    "name": key,
+                    "type": _type_name(fld.annotation),
+                    "required": fld.is_required(),
+                    "default": None
+                    if fld.is_required()
+                    else _jsonable(fld.get_default(call_default_factory=True)),
+                    "help": fld.description or "",
+                }
+            )
+        info.append(
+            {
+                "name": name,
+                "kind": cls.kind,
+                "description": cls.description,
+                "package": found.origins.get(name, "?"),
+                "options": options,
+            }
+        )
+    if args.name and not info:
+        print(f"sensor-gateway: no driver named {args.name!r}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "drivers": info,
+                    "problems": [
+                        p.__dict__
+                        if hasattr(p, "__dict__")
+                        else {"name": p.name, "target": p.target, "error": p.error}
+                        for p in found.problems
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    for d in info:
+        print(f"{d['name']} ({d['kind']}, from {d['package']}): {d['description']}")
+        for o in d["options"]:
+            default = "required" if o["required"] else f"default {json.dumps(o['default'])}"
+            print(f"    {o['name']}: {o['type']} — {default}")
+    for p in found.problems:
+        print(f"! driver {p.name!r} ({p.target}) failed to load: {p.error}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return (
+        text.replace("typing.", "")
+        .replace("Annotated[", "")
+        .split(", BeforeValidator")[0]
+        .rstrip("]")
+        if "Annotated" in str(annotation)
+        else text
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return str(value)
+    return value
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "demo", False):
+        return DEMO_DIR / "readings.db"
+    from gateway.config import load_config
+
+    return load_config(args.config).local_path
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from gateway import query
+
+    path = _store_path(args)
+    if args.list:
+        rows = query.summary(path)
+        print(query.format_summary(rows))
+        return EXIT_OK
+    now = time.time_ns()
+    req = query.QueryRequest(
+        device=args.device,
+        measurement=args.measurement,
+        fields=args.fields or None,
+        start_ns=query.parse_time(args.start, now) if args.start else None,
+        end_ns=query.parse_time(args.end, now) if args.end else None,
+        limit=args.limit,
+        latest=args.latest,
+    )
+    result = query.run_query(path, req)
+    formatter = {"table": query.format_table, "csv": query.format_csv, "json": query.format_json}[
+        args.format
+    ]
+    out = formatter(result)
+    if out:
+        print(out, end="" if out.endswith("\n") else "\n")
+    elif args.format == "table":
+        print("(no readings match)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _status_path(args: argparse.Namespace) -> Path:
+    if args.demo:
+        return DEMO_DIR / "status.json"
+    from gateway.config import load_config
+
+    return load_config(args.config).state_dir / "status.json"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.status import render_status
+
+    path = _status_path(args)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(
+            f"sensor-gateway: no status at {path} — has the gateway run with this config?",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_status(doc))
+    return EXIT_OK if doc.get("running") else EXIT_ERROR
+
+
+def cmd_dead_letter(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from gateway.config import load_config
+
+    config = load_config(args.config)
+    path = config.spool_path
+    if not path.exists():
+        print(f"sensor-gateway: no spool at {path}", file=sys.stderr)
+        return EXIT_ERROR
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    sql = "SELECT id, sink, created_ns, reason, line FROM dead_letter"
+    params: tuple[Any, ...] = ()
+    if args.sink:
+        sql += " WHERE sink = ?"
+        params = (args.sink,)
+    rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, args.limit)).fetchall()
+    total = db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+    db.close()
+    if args.export:
+        text = "".join(f"{r[4]}\n" for r in reversed(rows))
+        if args.export == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.export).write_text(text)
+            print(f"wrote {len(rows)} line(s) to {args.export}", file=sys.stderr)
+        return EXIT_OK
+    if not rows:
+        print("no dead-lettered points")
+        return EXIT_OK
+    print(f"{total} dead-lettered point(s); newest {len(rows)}:")
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r[2] / 1e9))
+        print(f"#{r[0]} {when} [{r[1]}] {r[3][:200]}\n    {r[4][:300]}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(args.state_dir, duration=args.duration, live=not args.quiet)

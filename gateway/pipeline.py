@@ -1,0 +1,121 @@
+"""From driver output to the spool: normalize, pin types, encode, enqueue.
+
+This is the per-reading hot path. It runs on the event loop and never blocks: the
+spool only appends to an in-memory list here; the group commit happens elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+import structlog
+
+from gateway.clock import UNSYNCED_TAG
+from gateway.errors import RejectedInput
+from gateway.fieldtypes import FieldTypes
+from gateway.lineprotocol import LineProtocolError, encode
+from gateway.metrics import DeviceStats, RateLimit
+from gateway.normalize import NormalizeConfig, Normalizer
+from gateway.reading import RawSample, Reading
+from gateway.spool import Spool
+
+Tap = Callable[[str, Reading], None]
+
+
+class Pipeline:
+    """Shared state of the hot path: the spool, pinned field types, clock state, taps."""
+
+    def __init__(self, spool: Spool, field_types: FieldTypes | None = None) -> None:
+        self.spool = spool
+        self.field_types = field_types or FieldTypes()
+        self.clock_unsynced = False
+        self.taps: list[Tap] = []
+        self.devices: dict[str, DeviceInput] = {}
+
+    def device(self, name: str, config: NormalizeConfig) -> DeviceInput:
+        """The entry point for one device's samples (created once per device)."""
+        entry = self.devices.get(name)
+        if entry is None:
+            entry = self.devices[name] = DeviceInput(self, name, config)
+        return entry
+
+
+class DeviceInput:
+    """Where one device's samples and rejections enter the pipeline."""
+
+    def __init__(self, pipeline: Pipeline, name: str, config: NormalizeConfig) -> None:
+        self.pipeline = pipeline
+        self.name = name
+        self.normalizer = Normalizer(name, config)
+        self.stats = DeviceStats()
+        self.log = structlog.get_logger("gateway.device").bind(device=name)
+        self._limit = RateLimit()
+
+    def submit(self, samples: Iterable[RawSample], now_ns: int | None = None, **where: str) -> int:
+        """Normalize and spool ``samples``; return how many readings were accepted."""
+        if now_ns is None:
+            now_ns = time.time_ns()
+        stats = self.stats
+        pipeline = self.pipeline
+        stats.frames += 1
+        accepted = 0
+        for sample in samples:
+            result = self.normalizer.apply(sample, now_ns)
+            for field_name, reason in result.dropped:
+                stats.drop_field(reason)
+                self._warn(reason, "field dropped", field=field_name, reason=reason, **where)
+            if result.clock_skew:
+                stats.drop_field("clock_skew")
+                self._warn(
+                    "clock_skew",
+                    "device time too far from the gateway clock; arrival time used instead",
+                    **where,
+                )
+            reading = result.reading
+            if reading is None:
+                stats.reject("no_valid_fields")
+                self._warn("no_valid_fields", "reading rejected: no valid field left", **where)
+                continue
+            reading, problems = pipeline.field_types.check(reading)
+            for field_name, message in problems:
+                stats.drop_field("type_conflict")
+                self._warn("type_conflict", message, field=field_name, **where)
+            if reading is None:
+                stats.reject("type_conflict")
+                continue
+            if pipeline.clock_unsynced:
+                reading = replace(reading, tags={**reading.tags, UNSYNCED_TAG[0]: UNSYNCED_TAG[1]})
+            try:
+                line = encode(reading)
+            except LineProtocolError as err:
+                stats.reject(err.reason)
+                self._warn(err.reason, f"reading rejected: {err}", **where)
+                continue
+            pipeline.spool.add(line)
+            accepted += 1
+            for tap in pipeline.taps:
+                tap(self.name, reading)
+        if accepted:
+            stats.readings += accepted
+            stats.last_reading_at = time.monotonic()
+            if stats.stale:
+                stats.stale = False
+                self.log.info("device sending again")
+        return accepted
+
+    def reject(self, err: RejectedInput, **where: str) -> None:
+        """Count and report input the driver could not decode."""
+        self.stats.frames += 1
+        self.stats.reject(err.reason)
+        self._warn(err.reason, f"input rejected: {err}", reason=err.reason, **where)
+
+    def _warn(self, key: str, message: str, **fields: object) -> None:
+        # A broken sensor can produce thousands of bad frames a minute; say it a few
+        # times, then once a minute with how many were not logged. The counters count all.
+        if self._limit.allow(key):
+            suppressed = self._limit.take_suppressed(key)
+            if suppressed:
+                fields["suppressed_since_last"] = suppressed
+            self.log.warning(message, **fields)

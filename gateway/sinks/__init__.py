@@ -1,0 +1,1 @@
+"""Sinks: where spooled readings are delivered (InfluxDB, the local store)."""

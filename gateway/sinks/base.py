@@ -1,0 +1,229 @@
+"""What a sink is, and the delivery loop that drains the spool into one.
+
+A sink only knows how to write a batch of line-protocol lines and how to classify the
+answer (:class:`Outcome`). Policy lives here, once: batching by size and age, retries
+with backoff, honouring Retry-After, splitting batches the server finds too large or
+unparseable, dead-lettering what it refuses for good, and moving the spool cursor only
+after the batch is settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import structlog
+
+from gateway.backoff import Backoff
+from gateway.spool import Spool
+
+log = structlog.get_logger("gateway.sink")
+
+# How often a sink that cannot write because of its configuration (token, bucket)
+# repeats its error message, so the journal is not flooded during a long outage.
+CONFIG_ERROR_LOG_INTERVAL_S = 600.0
+
+
+class Verdict(Enum):
+    """How a write went, as far as the delivery loop needs to know."""
+
+    OK = "ok"
+    """Everything written."""
+    PARTIAL = "partial"
+    """The server wrote the good points and named the rejected ones (``rejected``)."""
+    REJECTS_SOME = "rejects_some"
+    """Some line(s) are bad but the server did not say which: bisect to find them.
+    (InfluxDB 2.x 400 rejects the whole batch; 422 / 1.x partial writes wrote the rest,
+    so resending good halves is harmless — the points merge.)"""
+    TOO_LARGE = "too_large"
+    """HTTP 413: split the batch; a single line this large is dead-lettered."""
+    RETRY = "retry"
+    """Transient (network, timeout, 5xx, 429): try the same batch again later."""
+    CONFIG = "config"
+    """Credentials, permissions, database or bucket missing: keep spooling, say what to
+    fix, check again with a long backoff, resume by itself when fixed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The classified answer to one write."""
+
+    verdict: Verdict
+    reason: str = ""
+    retry_after: float | None = None
+    rejected: Sequence[tuple[int, str]] = field(default=())
+    """(index into the batch, server's reason) for PARTIAL."""
+
+
+class Sink(ABC):
+    """A destination for spooled lines."""
+
+    name: str
+    batch_size: int
+    flush_interval: float
+    retry_max_interval: float = 60.0
+    retry_after_max: float = 300.0
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Prepare (connect lazily; must not fail because the server is down)."""
+
+    @abstractmethod
+    async def write(self, lines: list[str]) -> Outcome:
+        """Write one batch and classify the answer. Must not raise for server trouble."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """Per-sink counters for status and self-metrics."""
+
+    batches_ok: int = 0
+    points_written: int = 0
+    batches_failed: dict[str, int] = field(default_factory=dict)
+    dead_lettered: int = 0
+    last_error: str = ""
+    last_latency_s: float = 0.0
+    state: str = "starting"
+
+
+class DeliveryLoop:
+    """Drains the spool into one sink until cancelled."""
+
+    def __init__(self, sink: Sink, spool: Spool) -> None:
+        self.sink = sink
+        self.spool = spool
+        self.stats = SinkStats()
+        self._log = log.bind(sink=sink.name)
+        self._backoff = Backoff(1.0, sink.retry_max_interval)
+        self._config_backoff = Backoff(5.0, max(sink.retry_max_interval, 300.0))
+        self._last_config_log = -CONFIG_ERROR_LOG_INTERVAL_S
+
+    async def run(self) -> None:
+        """Deliver forever: wait for data, batch by size or age, settle each batch."""
+        name = self.sink.name
+        self.stats.state = "idle"
+        while True:
+            await self.spool.wait_for_data(name)
+            await self._wait_for_batch()
+            batch = await self.spool.read(name, self.sink.batch_size)
+            if batch is None:
+                continue
+            await self._settle(batch.lines)
+            await self.spool.ack(name, batch)
+
+    async def drain(self) -> None:
+        """Deliver until nothing is left (used at shutdown, under a timeout)."""
+        name = self.sink.name
+        while self.spool.behind(name):
+            batch = await self.spool.read(name, self.sink.batch_size)
+            if batch is None:
+                return
+            await self._settle(batch.lines)
+            await self.spool.ack(name, batch)
+
+    async def _wait_for_batch(self) -> None:
+        """Wait until a full batch is there or the oldest line is ``flush_interval`` old."""
+        name = self.sink.name
+        # Jitter spreads the writes of several gateways started together.
+        deadline = self.spool.waiting_since(name) + self.sink.flush_interval * random.uniform(
+            0.9, 1.1
+        )
+        while self.spool.behind(name) < self.sink.batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(remaining, 0.05))
+
+    async def _settle(self, lines: list[str]) -> None:
+        """Write ``lines`` until each one is either written or dead-lettered."""
+        pending: list[list[str]] = [lines]
+        while pending:
+            part = pending.pop()
+            started = time.monotonic()
+            outcome = await self.sink.write(part)
+            self.stats.last_latency_s = time.monotonic() - started
+            verdict = outcome.verdict
+            if verdict is Verdict.OK:
+                self._ok(len(part))
+            elif verdict is Verdict.PARTIAL:
+                bad = {i for i, _ in outcome.rejected}
+                rejected = [(part[i], reason) for i, reason in outcome.rejected if i < len(part)]
+                await self._dead_letter(rejected)
+                self._ok(len(part) - len(bad))
+            elif verdict in (Verdict.REJECTS_SOME, Verdict.TOO_LARGE):
+                self._failed(verdict.value)
+                if len(part) == 1:
+                    await self._dead_letter([(part[0], outcome.reason)])
+                else:
+                    half = len(part) // 2
+                    # Pop order: first half first, to keep per-series order.
+                    pending += [part[half:], part[:half]]
+                    self._log.warning(
+                        "splitting batch",
+                        verdict=verdict.value,
+                        size=len(part),
+                        reason=outcome.reason,
+                    )
+            elif verdict is Verdict.RETRY:
+                self._failed(outcome.reason or "retry")
+                delay = self._backoff.next()
+                if outcome.retry_after is not None:
+                    delay = min(outcome.retry_after, self.sink.retry_after_max)
+                self.stats.state = "retrying"
+                self._log.warning(
+                    "write failed; retrying",
+                    reason=outcome.reason,
+                    retry_in_s=round(delay, 2),
+                    batch=len(part),
+                )
+                pending.append(part)
+                await asyncio.sleep(delay)
+            else:  # CONFIG
+                self._failed("config")
+                self.stats.state = "blocked"
+                delay = self._config_backoff.next()
+                now = time.monotonic()
+                if now - self._last_config_log >= CONFIG_ERROR_LOG_INTERVAL_S:
+                    self._last_config_log = now
+                    self._log.error(
+                        "sink cannot write; readings stay spooled until fixed",
+                        reason=outcome.reason,
+                        recheck_in_s=round(delay, 1),
+                        spooled=self.spool.behind(self.sink.name),
+                    )
+                pending.append(part)
+                await asyncio.sleep(delay)
+
+    def _ok(self, count: int) -> None:
+        if self.stats.state in ("blocked", "retrying"):
+            self._log.info("sink writing again", after=self.stats.last_error)
+        self.stats.state = "ok"
+        self.stats.batches_ok += 1
+        self.stats.points_written += count
+        self._backoff.reset()
+        self._config_backoff.reset()
+        self._last_config_log = -CONFIG_ERROR_LOG_INTERVAL_S
+
+    def _failed(self, reason: str) -> None:
+        key = reason.split(":", 1)[0][:40]
+        self.stats.batches_failed[key] = self.stats.batches_failed.get(key, 0) + 1
+        self.stats.last_error = reason
+
+    async def _dead_letter(self, rejected: list[tuple[str, str]]) -> None:
+        if not rejected:
+            return
+        await self.spool.dead_letter(self.sink.name, rejected)
+        self.stats.dead_lettered += len(rejected)
+        self._log.error(
+            "points rejected by the server moved to the dead-letter table",
+            count=len(rejected),
+            reason=rejected[0][1][:300],
+            first_line=rejected[0][0][:200],
+        )

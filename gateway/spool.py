@@ -1,0 +1,641 @@
+"""The spool: a durable outbox in SQLite (WAL) between the readers and the sinks.
+
+Readings arrive as line-protocol lines and wait in memory for at most one commit
+window; then the whole group is committed as one compressed *chunk* row (group commit:
+one disk write per window, not per reading). A reading counts as received once its
+chunk is committed. Each sink keeps its own cursor (chunk id, line offset); a sink's
+cursor moves only after the sink confirmed a batch, and chunks are deleted once every
+sink's cursor has passed them. After a crash, each sink resumes from its cursor:
+at-least-once delivery, idempotent in effect because timestamps are fixed before the
+spool.
+
+All SQLite work runs on one dedicated thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import structlog
+
+from gateway.errors import SpoolError
+
+log = structlog.get_logger("gateway.spool")
+
+T = TypeVar("T")
+
+# Readings held in memory while the disk cannot take them (disk full, I/O errors).
+# Past this the oldest are dropped and counted, so memory stays bounded.
+MAX_PENDING_LINES = 200_000
+# Commit early when this many readings wait, so a burst does not make a huge chunk.
+EARLY_COMMIT_LINES = 20_000
+# SQLite's own bookkeeping per row, counted against the byte cap.
+ROW_OVERHEAD_BYTES = 40
+# Drop messages are rate-limited to one per this many seconds.
+DROP_LOG_INTERVAL_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunk (
+    -- AUTOINCREMENT: ids must never be reused after the table empties, or a sink's
+    -- cursor would point past new chunks.
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    count INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursor (
+    sink TEXT PRIMARY KEY,
+    chunk_id INTEGER NOT NULL,
+    line INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY,
+    sink TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS field_type (
+    measurement TEXT NOT NULL,
+    field TEXT NOT NULL,
+    type TEXT NOT NULL,
+    PRIMARY KEY (measurement, field)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A place in the spool: everything before line ``line`` of chunk ``chunk_id``."""
+
+    chunk_id: int
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Lines read for one sink, and the position to acknowledge once they are delivered."""
+
+    lines: list[str]
+    end: Position
+
+
+@dataclass(slots=True)
+class SpoolStats:
+    """Counters and gauges for status and self-metrics."""
+
+    committed: int = 0
+    commits: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    write_errors: int = 0
+    dead_lettered: int = 0
+    recovered_lost_chunks: int = 0
+
+
+@dataclass(slots=True)
+class _CommitResult:
+    added: int = 0
+    freed: int = 0
+    error: str | None = None
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    positions: dict[str, Position] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _SinkState:
+    position: Position
+    behind: int = 0
+    since: float = 0.0
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    cache: tuple[int, list[str]] | None = None
+
+
+class Spool:
+    """The durable outbox. Open it, ``add`` lines, run :meth:`run_commits`, read per sink."""
+
+    def __init__(
+        self,
+        path: Path,
+        sinks: Sequence[str],
+        *,
+        commit_interval: float = 0.2,
+        max_bytes: int = 256 * 1024**2,
+        max_age: float | None = None,
+        synchronous: Literal["normal", "full"] = "normal",
+    ) -> None:
+        self.path = path
+        self.commit_interval = commit_interval
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self.synchronous = synchronous
+        self.stats = SpoolStats()
+        self._sink_names = list(sinks)
+        self._sinks: dict[str, _SinkState] = {}
+        self._pending: list[str] = []
+        self._pending_since = 0.0
+        self._early = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        self._db: sqlite3.Connection | None = None
+        self._bytes = 0
+        self._commit_lock = asyncio.Lock()
+        self._last_drop_log = 0.0
+        self._unlogged_drops: dict[str, int] = {}
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (creating or recovering) the spool file and load the sinks' cursors."""
+        try:
+            positions, behind, size = await self._run(self._open_sync)
+        except sqlite3.Error as err:
+            raise SpoolError(f"cannot open spool {self.path}: {err}") from err
+        except OSError as err:
+            raise SpoolError(f"cannot open spool {self.path}: {err.strerror}") from err
+        self._bytes = size
+        now = time.monotonic()
+        for name in self._sink_names:
+            self._sinks[name] = _SinkState(positions[name], behind[name], now)
+            if behind[name]:
+                self._sinks[name].event.set()
+        log.info(
+            "spool opened",
+            path=str(self.path),
+            backlog={name: s.behind for name, s in self._sinks.items()},
+            bytes=self._bytes,
+        )
+
+    async def close(self) -> None:
+        """Commit what is pending and close the file."""
+        with contextlib.suppress(Exception):
+            await self.commit()
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    # --- writing ------------------------------------------------------------------
+
+    def add(self, line: str) -> None:
+        """Queue one line for the next group commit. Never blocks."""
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(line)
+        if len(self._pending) >= EARLY_COMMIT_LINES:
+            self._early.set()
+
+    def add_many(self, lines: Iterable[str]) -> None:
+        """Queue several lines for the next group commit."""
+        for line in lines:
+            self.add(line)
+
+    @property
+    def pending(self) -> int:
+        """Lines waiting in memory for the next commit."""
+        return len(self._pending)
+
+    async def run_commits(self) -> None:
+        """Commit pending lines every ``commit_interval`` until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.commit_interval):
+                    await self._early.wait()
+            self._early.clear()
+            await self.commit()
+
+    async def commit(self) -> int:
+        """Commit pending lines now as one chunk; return how many were committed."""
+        async with self._commit_lock:
+            if not self._pending:
+                return 0
+            lines, self._pending = self._pending, []
+            try:
+                result = await asyncio.shield(self._run(self._commit_sync, lines))
+            except (sqlite3.Error, OSError) as err:
+                result = _CommitResult(error=str(err))
+            self._apply_drops(result)
+            if result.error is not None:
+                self.stats.write_errors += 1
+                self._requeue(lines)
+                log.error(
+                    "spool commit failed; readings kept in memory and retried",
+                    error=result.error,
+                    pending=len(self._pending),
+                    path=str(self.path),
+                )
+                return 0
+            self._bytes += result.added
+            self.stats.committed += len(lines)
+            self.stats.commits += 1
+            now = time.monotonic()
+            for state in self._sinks.values():
+                if state.behind == 0:
+                    state.since = now
+                state.behind += len(lines)
+                state.event.set()
+            return len(lines)
+
+    def _requeue(self, lines: list[str]) -> None:
+        self._pending = lines + self._pending
+        excess = len(self._pending) - MAX_PENDING_LINES
+        if excess > 0:
+            del self._pending[:excess]
+            self._count_drop("spool_unwritable", excess)
+
+    # --- reading (per sink) -------------------------------------------------------
+
+    def behind(self, sink: str) -> int:
+        """Committed lines the sink has not confirmed yet."""
+        return self._sinks[sink].behind
+
+    def waiting_since(self, sink: str) -> float:
+        """Monotonic time since which the sink has had undelivered lines."""
+        return self._sinks[sink].since
+
+    async def wait_for_data(self, sink: str) -> None:
+        """Return once the sink has committed lines to deliver."""
+        state = self._sinks[sink]
+        while state.behind == 0:
+            state.event.clear()
+            await state.event.wait()
+
+    async def read(self, sink: str, max_lines: int) -> Batch | None:
+        """Up to ``max_lines`` undelivered lines for ``sink``, oldest first."""
+        state = self._sinks[sink]
+        if state.behind == 0:
+            return None
+        batch: Batch | None = await self._run(self._read_sync, state, max_lines)
+        if batch is None:
+            # Nothing on disk after the cursor although the counter says otherwise: trust
+            # the disk, so the sink does not spin.
+            log.error(
+                "spool backlog counter out of step with the file; resetting it",
+                sink=sink,
+                counted=state.behind,
+            )
+            state.behind = 0
+        return batch
+
+    async def ack(self, sink: str, batch: Batch) -> None:
+        """The sink delivered (or dead-lettered) every line of ``batch``: move its cursor."""
+        state = self._sinks[sink]
+        freed = await asyncio.shield(self._run(self._ack_sync, sink, batch.end))
+        self._bytes -= freed
+        state.position = batch.end
+        state.behind = max(0, state.behind - len(batch.lines))
+
+    async def dead_letter(self, sink: str, rejected: Sequence[tuple[str, str]]) -> None:
+        """Keep lines a sink refused for good, with the server's reason."""
+        if rejected:
+            await self._run(self._dead_letter_sync, sink, rejected)
+            self.stats.dead_lettered += len(rejected)
+
+    async def dead_letters(
+        self, sink: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Dead-lettered lines, newest first."""
+        rows: list[dict[str, Any]] = await self._run(self._dead_letters_sync, sink, limit)
+        return rows
+
+    async def oldest_age(self) -> float | None:
+        """Seconds since the oldest undelivered chunk was committed (None when empty)."""
+        created: int | None = await self._run(self._oldest_sync)
+        return None if created is None else max(0.0, (time.time_ns() - created) / 1e9)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes the spooled chunks take, as counted against ``max_bytes``."""
+        return self._bytes
+
+    # --- field types (pinned on first sight, kept across restarts) ----------------
+
+    async def load_field_types(self) -> dict[tuple[str, str], str]:
+        rows: dict[tuple[str, str], str] = await self._run(self._load_types_sync)
+        return rows
+
+    async def save_field_types(self, types: Sequence[tuple[str, str, str]]) -> None:
+        if types:
+            await self._run(self._save_types_sync, types)
+
+    # --- internals: all below run on the spool thread -----------------------------
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args))
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    def _open_sync(self) -> tuple[dict[str, Position], dict[str, int], int]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = self._connect()
+            ok = db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            ok = False
+            log.error("spool file is damaged", path=str(self.path), error=str(err))
+        if not ok:
+            with contextlib.suppress(Exception):
+                db.close()
+            db = self._salvage()
+        self._db = db
+        known = {row[0] for row in db.execute("SELECT sink FROM cursor")}
+        for gone in known - set(self._sink_names):
+            # A sink removed from the configuration would otherwise pin chunks forever.
+            db.execute("DELETE FROM cursor WHERE sink = ?", (gone,))
+            log.warning("spool cursor of a sink no longer configured removed", sink=gone)
+        first = db.execute("SELECT MIN(id) FROM chunk").fetchone()[0] or 1
+        for name in self._sink_names:
+            if name not in known:
+                db.execute("INSERT INTO cursor VALUES (?, ?, 0)", (name, first))
+        positions: dict[str, Position] = {}
+        behind: dict[str, int] = {}
+        for name, chunk_id, line in db.execute("SELECT sink, chunk_id, line FROM cursor"):
+            positions[name] = Position(chunk_id, line)
+            total = db.execute(
+                "SELECT COALESCE(SUM(count), 0) FROM chunk WHERE id >= ?", (chunk_id,)
+            ).fetchone()[0]
+            behind[name] = max(0, total - line)
+        size = db.execute(
+            "SELECT COALESCE(SUM(LENGTH(data)), 0) + COUNT(*) * ? FROM chunk", (ROW_OVERHEAD_BYTES,)
+        ).fetchone()[0]
+        self._gc_sync(db)
+        return positions, behind, size
+
+    def _salvage(self) -> sqlite3.Connection:
+        """Move a damaged spool aside, copy every readable chunk into a fresh one."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        damaged = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{damaged}{suffix}")
+        db = self._connect()
+        db.executescript(_SCHEMA)
+        saved = lost = 0
+        try:
+            old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+            ids = [r[0] for r in old.execute("SELECT id FROM chunk ORDER BY id")]
+        except sqlite3.DatabaseError as err:
+            log.error(
+                "spool could not be read at all; starting empty",
+                error=str(err),
+                damaged=str(damaged),
+            )
+            return db
+        db.execute("BEGIN")
+        for chunk_id in ids:
+            try:
+                row = old.execute(
+                    "SELECT id, count, created_ns, data FROM chunk WHERE id = ?", (chunk_id,)
+                ).fetchone()
+                zlib.decompress(row[3])
+                db.execute("INSERT INTO chunk VALUES (?, ?, ?, ?)", row)
+                saved += 1
+            except (sqlite3.DatabaseError, zlib.error):
+                lost += 1
+        with contextlib.suppress(sqlite3.DatabaseError):
+            for row in old.execute("SELECT sink, chunk_id, line FROM cursor"):
+                db.execute("INSERT OR REPLACE INTO cursor VALUES (?, ?, ?)", row)
+        db.execute("COMMIT")
+        old.close()
+        self.stats.recovered_lost_chunks = lost
+        log.error(
+            "damaged spool recovered",
+            saved_chunks=saved,
+            lost_chunks=lost,
+            damaged_copy=str(damaged),
+        )
+        return db
+
+    def _commit_sync(self, lines: list[str]) -> _CommitResult:
+        db = self._db
+        assert db is not None
+        data = zlib.compress("\n".join(lines).encode("utf-8"), 1)
+        result = _CommitResult(added=len(data) + ROW_OVERHEAD_BYTES)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO chunk (count, created_ns, data) VALUES (?, ?, ?)",
+                (len(lines), time.time_ns(), data),
+            )
+            over = self._bytes + result.added - self.max_bytes
+            if over > 0:
+                result.added -= self._drop_oldest_sync(db, over, "spool_full", result)
+            if self.max_age is not None:
+                result.added -= self._drop_older_sync(db, result)
+            db.execute("COMMIT")
+        except sqlite3.Error as err:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            result = _CommitResult(error=str(err))
+            if "full" in str(err).lower():
+                # The disk is full: make room inside the file by dropping the oldest chunks
+                # (freed pages are reused), so the retry of this commit can succeed.
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    need = max(len(data) * 2, self._bytes // 10)
+                    result.freed = self._drop_oldest_sync(
+                        db, need, "disk_full", result, keep_last=False
+                    )
+                    db.execute("COMMIT")
+                except sqlite3.Error:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    result.dropped.clear()
+                    result.freed = 0
+        if result.dropped:
+            result.positions = {
+                sink: Position(c, ln)
+                for sink, c, ln in db.execute("SELECT sink, chunk_id, line FROM cursor")
+            }
+        return result
+
+    def _drop_oldest_sync(
+        self,
+        db: sqlite3.Connection,
+        need: int,
+        reason: str,
+        result: _CommitResult,
+        keep_last: bool = True,
+    ) -> int:
+        freed = 0
+        last_id = db.execute("SELECT MAX(id) FROM chunk").fetchone()[0]
+        for chunk_id, count, size in db.execute(
+            "SELECT id, count, LENGTH(data) FROM chunk ORDER BY id"
+        ).fetchall():
+            if freed >= need or (keep_last and chunk_id == last_id):
+                break
+            self._drop_chunk_sync(db, chunk_id, count, reason, result)
+            freed += size + ROW_OVERHEAD_BYTES
+        return freed
+
+    def _drop_older_sync(self, db: sqlite3.Connection, result: _CommitResult) -> int:
+        assert self.max_age is not None
+        limit = time.time_ns() - int(self.max_age * 1e9)
+        freed = 0
+        for chunk_id, count, size in db.execute(
+            "SELECT id, count, LENGTH(data) FROM chunk WHERE created_ns < ? ORDER BY id", (limit,)
+        ).fetchall():
+            self._drop_chunk_sync(db, chunk_id, count, "max_age", result)
+            freed += size + ROW_OVERHEAD_BYTES
+        return freed
+
+    def _drop_chunk_sync(
+        self, db: sqlite3.Connection, chunk_id: int, count: int, reason: str, result: _CommitResult
+    ) -> None:
+        db.execute("DELETE FROM chunk WHERE id = ?", (chunk_id,))
+        for sink, cur_chunk, cur_line in db.execute(
+            "SELECT sink, chunk_id, line FROM cursor WHERE chunk_id <= ?", (chunk_id,)
+        ).fetchall():
+            lost = count - (cur_line if cur_chunk == chunk_id else 0)
+            per = result.dropped.setdefault(sink, {})
+            per[reason] = per.get(reason, 0) + lost
+            db.execute(
+                "UPDATE cursor SET chunk_id = ?, line = 0 WHERE sink = ?", (chunk_id + 1, sink)
+            )
+
+    def _read_sync(self, state: _SinkState, max_lines: int) -> Batch | None:
+        db = self._db
+        assert db is not None
+        pos = state.position
+        lines: list[str] = []
+        chunk_id, offset = pos.chunk_id, pos.line
+        end = pos
+        while len(lines) < max_lines:
+            if state.cache is not None and state.cache[0] == chunk_id:
+                chunk_lines = state.cache[1]
+            else:
+                row = db.execute(
+                    "SELECT id, data FROM chunk WHERE id >= ? ORDER BY id LIMIT 1", (chunk_id,)
+                ).fetchone()
+                if row is None:
+                    break
+                if row[0] != chunk_id:
+                    chunk_id, offset = row[0], 0
+                chunk_lines = zlib.decompress(row[1]).decode("utf-8").split("\n")
+                state.cache = (chunk_id, chunk_lines)
+            take = chunk_lines[offset : offset + max_lines - len(lines)]
+            lines.extend(take)
+            offset += len(take)
+            if offset >= len(chunk_lines):
+                chunk_id, offset = chunk_id + 1, 0
+            end = Position(chunk_id, offset)
+        return Batch(lines, end) if lines else None
+
+    def _ack_sync(self, sink: str, end: Position) -> int:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        # A drop may have moved the cursor past this batch meanwhile; never move it back.
+        db.execute(
+            "UPDATE cursor SET chunk_id = ?, line = ? WHERE sink = ? AND (chunk_id < ? OR "
+            "(chunk_id = ? AND line < ?))",
+            (end.chunk_id, end.line, sink, end.chunk_id, end.chunk_id, end.line),
+        )
+        freed = self._gc_sync(db)
+        db.execute("COMMIT")
+        return freed
+
+    def _gc_sync(self, db: sqlite3.Connection) -> int:
+        low = db.execute("SELECT MIN(chunk_id) FROM cursor").fetchone()[0]
+        if low is None:
+            return 0
+        freed: int = db.execute(
+            "SELECT COALESCE(SUM(LENGTH(data)), 0) + COUNT(*) * ? FROM chunk WHERE id < ?",
+            (ROW_OVERHEAD_BYTES, low),
+        ).fetchone()[0]
+        db.execute("DELETE FROM chunk WHERE id < ?", (low,))
+        return freed
+
+    def _dead_letter_sync(self, sink: str, rejected: Sequence[tuple[str, str]]) -> None:
+        db = self._db
+        assert db is not None
+        now = time.time_ns()
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(
+            "INSERT INTO dead_letter (sink, created_ns, reason, line) VALUES (?, ?, ?, ?)",
+            [(sink, now, reason, line) for line, reason in rejected],
+        )
+        db.execute("COMMIT")
+
+    def _dead_letters_sync(self, sink: str | None, limit: int) -> list[dict[str, Any]]:
+        db = self._db
+        assert db is not None
+        query = "SELECT id, sink, created_ns, reason, line FROM dead_letter"
+        args: tuple[Any, ...] = ()
+        if sink is not None:
+            query += " WHERE sink = ?"
+            args = (sink,)
+        query += " ORDER BY id DESC LIMIT ?"
+        return [
+            {"id": r[0], "sink": r[1], "time_ns": r[2], "reason": r[3], "line": r[4]}
+            for r in db.execute(query, (*args, limit))
+        ]
+
+    def _oldest_sync(self) -> int | None:
+        db = self._db
+        assert db is not None
+        row = db.execute(
+            "SELECT created_ns FROM chunk WHERE id >= (SELECT MIN(chunk_id) FROM cursor) "
+            "ORDER BY id LIMIT 1"
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _load_types_sync(self) -> dict[tuple[str, str], str]:
+        db = self._db
+        assert db is not None
+        return {
+            (m, f): t for m, f, t in db.execute("SELECT measurement, field, type FROM field_type")
+        }
+
+    def _save_types_sync(self, types: Sequence[tuple[str, str, str]]) -> None:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT OR IGNORE INTO field_type VALUES (?, ?, ?)", types)
+        db.execute("COMMIT")
+
+    # --- drops --------------------------------------------------------------------
+
+    def _apply_drops(self, result: _CommitResult) -> None:
+        self._bytes -= result.freed
+        for sink, reasons in result.dropped.items():
+            state = self._sinks.get(sink)
+            if state is not None:
+                state.behind = max(0, state.behind - sum(reasons.values()))
+                state.cache = None
+                state.position = result.positions.get(sink, state.position)
+            for reason, count in reasons.items():
+                self._count_drop(reason, count, sink)
+
+    def _count_drop(self, reason: str, count: int, sink: str | None = None) -> None:
+        key = f"{sink}:{reason}" if sink else reason
+        self.stats.dropped[key] = self.stats.dropped.get(key, 0) + count
+        self._unlogged_drops[key] = self._unlogged_drops.get(key, 0) + count
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+            self._last_drop_log = now
+            log.warning(
+                "spool dropped readings",
+                dropped=dict(self._unlogged_drops),
+                total=dict(self.stats.dropped),
+                max_bytes=self.max_bytes,
+                max_age=self.max_age,
+            )
+            self._unlogged_drops.clear()

@@ -1,0 +1,412 @@
+"""The spool against real SQLite files: cursors, replay, caps, damage and a full disk."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sqlite3
+import string
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gateway.spool as spool_mod
+from gateway.spool import Spool
+
+
+def _lines(prefix: str, n: int, width: int = 0) -> list[str]:
+    """``n`` distinct lines; ``width`` adds random (incompressible) padding."""
+    rng = random.Random(prefix)
+    pad = ""
+    out = []
+    for i in range(n):
+        if width:
+            pad = "".join(rng.choices(string.ascii_letters + string.digits, k=width))
+        out.append(f'{prefix},seq={i} v={i}i,p="{pad}" {1_700_000_000_000_000_000 + i}')
+    return out
+
+
+@contextlib.asynccontextmanager
+async def opened(path: Path, sinks: Sequence[str] = ("a",), **kw: Any) -> AsyncIterator[Spool]:
+    spool = Spool(path, sinks, **kw)
+    await spool.open()
+    try:
+        yield spool
+    finally:
+        await spool.close()
+
+
+async def _commit(spool: Spool, lines: list[str]) -> int:
+    spool.add_many(lines)
+    return await spool.commit()
+
+
+async def _drain(spool: Spool, sink: str, max_lines: int = 1000) -> list[str]:
+    """Read and ack everything ``sink`` has (what a healthy delivery loop does)."""
+    got: list[str] = []
+    while (batch := await spool.read(sink, max_lines)) is not None:
+        got += batch.lines
+        await spool.ack(sink, batch)
+    return got
+
+
+def _chunk_ids(path: Path) -> list[int]:
+    db = sqlite3.connect(path)
+    try:
+        return [r[0] for r in db.execute("SELECT id FROM chunk ORDER BY id")]
+    finally:
+        db.close()
+
+
+def _cursors(path: Path) -> dict[str, tuple[int, int]]:
+    db = sqlite3.connect(path)
+    try:
+        return {s: (c, ln) for s, c, ln in db.execute("SELECT sink, chunk_id, line FROM cursor")}
+    finally:
+        db.close()
+
+
+async def test_add_commit_read_ack(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    async with opened(path) as spool:
+        lines = _lines("m", 25)
+        spool.add_many(lines[:10])
+        assert spool.pending == 10
+        assert spool.behind("a") == 0, "not received before the commit"
+        assert await spool.commit() == 10
+        assert await _commit(spool, lines[10:]) == 15
+        assert spool.pending == 0
+        assert spool.behind("a") == 25
+        await spool.wait_for_data("a")
+
+        first = await spool.read("a", 12)
+        assert first is not None
+        assert first.lines == lines[:12]
+        # Not acked yet: reading again gives the same lines.
+        again = await spool.read("a", 12)
+        assert again is not None
+        assert again.lines == lines[:12]
+        await spool.ack("a", first)
+        assert spool.behind("a") == 13
+        rest = await spool.read("a", 100)
+        assert rest is not None
+        assert rest.lines == lines[12:]
+        await spool.ack("a", rest)
+        assert spool.behind("a") == 0
+        assert await spool.read("a", 100) is None
+        assert spool.stats.committed == 25
+        assert spool.stats.commits == 2
+    assert _chunk_ids(path) == [], "chunks every sink passed are deleted"
+
+
+async def test_two_sinks_keep_their_own_cursor_and_gc_waits_for_both(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    async with opened(path, ("a", "b")) as spool:
+        c1, c2 = _lines("one", 5), _lines("two", 5)
+        await _commit(spool, c1)
+        await _commit(spool, c2)
+        assert await _drain(spool, "a") == c1 + c2
+        assert spool.behind("a") == 0
+        assert spool.behind("b") == 10
+        assert len(_chunk_ids(path)) == 2, "b has not passed them: nothing collected"
+
+        batch = await spool.read("b", 5)
+        assert batch is not None
+        assert batch.lines == c1
+        await spool.ack("b", batch)
+        assert len(_chunk_ids(path)) == 1, "both passed the first chunk: collected"
+        assert await _drain(spool, "b") == c2
+        assert _chunk_ids(path) == []
+        size = spool.size_bytes
+    assert size == 0
+
+
+async def test_reopen_replays_from_the_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    lines = _lines("m", 30)
+    async with opened(path, ("a", "b")) as spool:
+        await _commit(spool, lines[:20])
+        batch = await spool.read("a", 8)
+        assert batch is not None
+        await spool.ack("a", batch)
+        unacked = await spool.read("a", 5)  # in flight when the gateway stops
+        assert unacked is not None
+        spool.add_many(lines[20:])  # pending: close() commits it
+    async with opened(path, ("a", "b")) as spool:
+        assert spool.behind("a") == 22
+        assert spool.behind("b") == 30
+        assert await _drain(spool, "a") == lines[8:], "replay starts at the acked cursor"
+        assert await _drain(spool, "b") == lines
+
+
+async def test_cursor_of_a_removed_sink_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    async with opened(path, ("a", "gone")) as spool:
+        await _commit(spool, _lines("m", 5))
+        await _drain(spool, "a")
+    assert set(_cursors(path)) == {"a", "gone"}
+    assert len(_chunk_ids(path)) == 1
+    async with opened(path, ("a",)) as spool:
+        assert spool.behind("a") == 0
+    assert set(_cursors(path)) == {"a"}
+    assert _chunk_ids(path) == [], "the removed sink no longer pins the chunk"
+
+
+async def test_new_sink_starts_at_the_oldest_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    lines = _lines("m", 6)
+    async with opened(path, ("a",)) as spool:
+        await _commit(spool, lines)
+    async with opened(path, ("a", "new")) as spool:
+        assert await _drain(spool, "new") == lines
+
+
+async def test_byte_cap_drops_oldest_and_counts_per_sink(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    chunks = [_lines(f"c{i}", 10, width=200) for i in range(8)]
+    async with opened(path, ("a", "b"), max_bytes=8_000) as spool:
+        await _commit(spool, chunks[0])
+        await _commit(spool, chunks[1])
+        # "a" delivered the first chunk: its loss must not be counted for "a".
+        batch = await spool.read("a", 10)
+        assert batch is not None
+        await spool.ack("a", batch)
+        for chunk in chunks[2:]:
+            await _commit(spool, chunk)
+        assert spool.size_bytes <= 8_000
+        dropped = spool.stats.dropped
+        lost_b = dropped.get("b:spool_full", 0)
+        lost_a = dropped.get("a:spool_full", 0)
+        assert lost_b > 0
+        assert lost_b % 10 == 0, "whole chunks are dropped"
+        assert lost_a == lost_b - 10, "a had already delivered one dropped chunk"
+        got_a = await _drain(spool, "a")
+        got_b = await _drain(spool, "b")
+        everything = [ln for c in chunks for ln in c]
+        assert got_b == everything[lost_b:], "the oldest went, the newest stayed, in order"
+        assert got_a == everything[10 + lost_a :]
+        assert chunks[-1] == got_b[-10:]
+
+
+async def test_batch_in_flight_while_its_chunk_is_dropped(tmp_path: Path) -> None:
+    """A drop under a batch being delivered: the ack must not rewind or lose lines."""
+    path = tmp_path / "spool.db"
+    chunks = [_lines(f"c{i}", 10, width=200) for i in range(6)]
+    async with opened(path, ("a",), max_bytes=6_000) as spool:
+        await _commit(spool, chunks[0])
+        await _commit(spool, chunks[1])
+        batch = await spool.read("a", 15)  # all of chunk 0, half of chunk 1
+        assert batch is not None
+        for chunk in chunks[2:]:
+            await _commit(spool, chunk)
+        lost = spool.stats.dropped["a:spool_full"]
+        assert lost >= 20
+        await spool.ack("a", batch)  # delivered after the drop
+        everything = [ln for c in chunks for ln in c]
+        rest = everything[lost:]
+        assert spool.behind("a") == len(rest)
+        assert await _drain(spool, "a") == rest
+
+
+async def test_max_age_drops_old_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    old, new = _lines("old", 5), _lines("new", 5)
+    async with opened(path, ("a",), max_age=0.2) as spool:
+        await _commit(spool, old)
+        age = await spool.oldest_age()
+        assert age is not None
+        assert age < 0.2
+        time.sleep(0.3)
+        await _commit(spool, new)
+        assert spool.stats.dropped == {"a:max_age": 5}
+        assert spool.behind("a") == 5
+        assert await _drain(spool, "a") == new
+
+
+async def test_dead_letters_are_kept(tmp_path: Path) -> None:
+    async with opened(tmp_path / "spool.db", ("a",)) as spool:
+        await spool.dead_letter("a", [("bad line", "400: unable to parse")])
+        rows = await spool.dead_letters("a")
+        assert [(r["line"], r["reason"]) for r in rows] == [("bad line", "400: unable to parse")]
+        assert spool.stats.dead_lettered == 1
+
+
+# --- damage ------------------------------------------------------------------------
+
+
+def _page_size(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def _write_chunks(path: Path, n: int) -> list[list[str]]:
+    """A closed, checkpointed spool of ``n`` chunks, each spanning several pages."""
+    chunks = [_lines(f"c{i}", 40, width=300) for i in range(n)]
+    async with opened(path, ("a",)) as spool:
+        for chunk in chunks:
+            await _commit(spool, chunk)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return chunks
+
+
+def _check_salvaged(
+    got: list[str], chunks: list[list[str]], lost: int, tmp_path: Path
+) -> None:
+    # Every chunk came back whole or not at all, in order; the loss matches the count.
+    remaining = [c for c in chunks if c[0] in got]
+    assert got == [ln for c in remaining for ln in c]
+    assert len(chunks) - len(remaining) == lost
+    assert list(tmp_path.glob("spool.db.damaged-*")), "the damaged file is kept aside"
+
+
+async def test_corrupted_spool_is_salvaged(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    chunks = await _write_chunks(path, 12)
+    size = path.stat().st_size
+    page = _page_size(path)
+    # Overwrite a few pages in the middle of the main database file with garbage.
+    with path.open("r+b") as fh:
+        fh.seek((size // page // 2) * page)
+        fh.write(os.urandom(3 * page))
+    async with opened(path, ("a",)) as spool:
+        lost = spool.stats.recovered_lost_chunks
+        got = await _drain(spool, "a")
+    assert 0 < lost < len(chunks)
+    _check_salvaged(got, chunks, lost, tmp_path)
+
+
+async def test_truncated_spool_is_salvaged(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    chunks = await _write_chunks(path, 12)
+    page = _page_size(path)
+    size = path.stat().st_size
+    # Power loss mid-write on a filesystem without journaling: the tail is gone.
+    with path.open("r+b") as fh:
+        fh.truncate((size // page - 3) * page + page // 2)
+    async with opened(path, ("a",)) as spool:
+        lost = spool.stats.recovered_lost_chunks
+        got = await _drain(spool, "a")
+    assert 0 < lost < len(chunks)
+    _check_salvaged(got, chunks, lost, tmp_path)
+
+
+async def test_unreadable_chunk_is_skipped_and_counted(tmp_path: Path) -> None:
+    """Damage SQLite cannot see (a chunk's bytes flipped) must not wedge delivery."""
+    path = tmp_path / "spool.db"
+    good1, good2 = _lines("g1", 5), _lines("g2", 5)
+    async with opened(path, ("a",)) as spool:
+        await _commit(spool, good1)
+        await _commit(spool, _lines("bad", 5))
+        await _commit(spool, good2)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE chunk SET data = ? WHERE id = 2", (b"\x78\x01garbage",))
+    db.commit()
+    db.close()
+    async with opened(path, ("a",)) as spool:
+        assert await _drain(spool, "a") == good1 + good2
+        assert spool.stats.dropped == {"a:corrupt": 5}
+
+
+# --- full disk -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path | None]:
+    """A 2 MiB tmpfs (None if mounting is not permitted here)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        yield None
+        return
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True, timeout=10)
+
+
+async def test_disk_full_keeps_lines_in_memory_then_drops_oldest(
+    tmp_path: Path, small_disk: Path | None
+) -> None:
+    if small_disk is not None:
+        path = small_disk / "spool.db"
+        limit_pages = None
+    else:  # not root: let SQLite report SQLITE_FULL at a page limit instead
+        path = tmp_path / "spool.db"
+        limit_pages = 120
+    async with opened(path, ("a",), max_bytes=1 << 30) as spool:
+        if limit_pages is not None:
+            assert spool._db is not None
+            spool._db.execute(f"PRAGMA max_page_count = {limit_pages}")
+        chunks: list[list[str]] = []
+        failures = 0
+        for i in range(400):
+            chunk = _lines(f"c{i}", 20, width=400)  # ~8 KiB incompressible per chunk
+            chunks.append(chunk)
+            spool.add_many(chunk)
+            if await spool.commit() == 0:
+                failures += 1
+                assert spool.pending > 0, "a failed commit keeps the lines in memory"
+            if spool.stats.dropped.get("a:disk_full"):
+                break
+        assert failures >= 1, "the disk never filled up"
+        assert spool.stats.write_errors == failures
+        dropped = spool.stats.dropped["a:disk_full"]
+        assert dropped % 20 == 0
+        # The policy made room: the retried and later commits succeed.
+        assert await spool.commit() > 0
+        assert spool.pending == 0
+        more = _lines("after", 20, width=400)
+        assert await _commit(spool, more) == 20
+        got = await _drain(spool, "a")
+        everything = [ln for c in chunks for ln in c] + more
+        assert got == everything[dropped:], "only the oldest were dropped, nothing else"
+
+
+async def test_lines_kept_in_memory_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_mod, "MAX_PENDING_LINES", 50)
+    async with opened(tmp_path / "spool.db", ("a",)) as spool:
+        assert spool._db is not None
+        spool._db.execute("PRAGMA query_only = ON")  # every commit fails (not a full disk)
+        for i in range(4):
+            spool.add_many(_lines(f"c{i}", 20))
+            assert await spool.commit() == 0
+        assert spool.pending == 50
+        assert spool.stats.dropped == {"spool_unwritable": 30}
+        spool._db.execute("PRAGMA query_only = OFF")
+        assert await spool.commit() == 50
+        got = await _drain(spool, "a")
+        assert got == _lines("c1", 20)[10:] + _lines("c2", 20) + _lines("c3", 20)
+
+
+async def test_lines_after_the_spool_emptied_are_delivered(tmp_path: Path) -> None:
+    """Chunk ids must keep growing once every chunk was delivered and collected."""
+    path = tmp_path / "spool.db"
+    first, second, third = _lines("one", 3), _lines("two", 3), _lines("three", 3)
+    async with opened(path, ("a",)) as spool:
+        await _commit(spool, first)
+        assert await _drain(spool, "a") == first
+        assert _chunk_ids(path) == []
+        await _commit(spool, second)
+        assert await _drain(spool, "a") == second
+    async with opened(path, ("a",)) as spool:
+        await _commit(spool, third)
+        assert await _drain(spool, "a") == third
