@@ -282,8 +282,11 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     path = _store_path(args)
     if args.list:
-        rows = query.summary(path)
-        print(query.format_summary(rows))
+        text = query.format_summary(query.summary(path))
+        if text:
+            print(text, end="" if text.endswith("\n") else "\n")
+        else:
+            print("(the local store is empty)", file=sys.stderr)
         return EXIT_OK
     now = time.time_ns()
     req = query.QueryRequest(

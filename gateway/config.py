@@ -53,6 +53,8 @@ class GatewaySection(Options):
     restart_backoff_max: Duration = 60.0
     metrics_interval: Duration = 60.0
     clock_sync_check: bool = True
+    time_resolution: Duration = 0.001
+    """Arrival timestamps of one device are at least this far apart (see docs)."""
 
 
 class SpoolSection(Options):

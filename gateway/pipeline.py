@@ -27,8 +27,11 @@ Tap = Callable[[str, Reading], None]
 class Pipeline:
     """Shared state of the hot path: the spool, pinned field types, clock state, taps."""
 
-    def __init__(self, spool: Spool, field_types: FieldTypes | None = None) -> None:
+    def __init__(
+        self, spool: Spool, field_types: FieldTypes | None = None, time_step_ns: int = 1_000_000
+    ) -> None:
         self.spool = spool
+        self.time_step_ns = time_step_ns
         self.field_types = field_types or FieldTypes()
         self.clock_unsynced = False
         self.taps: list[Tap] = []
@@ -52,6 +55,7 @@ class DeviceInput:
         self.stats = DeviceStats()
         self.log = structlog.get_logger("gateway.device").bind(device=name)
         self._limit = RateLimit()
+        self._last_arrival_ns = 0
 
     def submit(self, samples: Iterable[RawSample], now_ns: int | None = None, **where: str) -> int:
         """Normalize and spool ``samples``; return how many readings were accepted."""
@@ -61,7 +65,15 @@ class DeviceInput:
         pipeline = self.pipeline
         stats.frames += 1
         accepted = 0
+        step = pipeline.time_step_ns
         for sample in samples:
+            if sample.time_ns is None:
+                # Readings without a device time are stamped on arrival. Several can arrive
+                # in one read (a burst of lines, a backlog of messages); a point's identity
+                # is measurement + tags + time, so each gets its own instant, at least
+                # time_resolution after the previous one.
+                now_ns = max(now_ns, self._last_arrival_ns + step)
+                self._last_arrival_ns = now_ns
             result = self.normalizer.apply(sample, now_ns)
             for field_name, reason in result.dropped:
                 stats.drop_field(reason)

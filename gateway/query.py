@@ -57,11 +57,11 @@ class QueryError(GatewayError):
 
 @dataclass(frozen=True, slots=True)
 class QueryRequest:
-    """What to read. Every filter is optional; empty ``fields`` means all fields."""
+    """What to read. Every filter is optional; ``fields`` None or empty means all fields."""
 
     device: str | None = None
     measurement: str | None = None
-    fields: Sequence[str] = ()
+    fields: Sequence[str] | None = None
     start_ns: int | None = None
     """Inclusive lower bound."""
     end_ns: int | None = None

@@ -71,7 +71,9 @@ class Gateway:
             max_age=spool_cfg.max_age,
             synchronous=spool_cfg.synchronous,
         )
-        self.pipeline = Pipeline(self.spool)
+        self.pipeline = Pipeline(
+            self.spool, time_step_ns=max(1, round(config.gateway.time_resolution * 1e9))
+        )
         self.loops = [DeliveryLoop(sink, self.spool) for sink in self.sinks]
         self.hubs: dict[str, MqttHub] = {}
         self._serial: list[tuple[SerialDriver[Any], DeviceInput]] = []

@@ -75,6 +75,64 @@ CREATE TABLE IF NOT EXISTS field_type (
 """
 
 
+def _readable_chunk_ids(old: sqlite3.Connection) -> tuple[list[int], int, int]:
+    """Chunk ids whose index entries can be read, walking around damaged pages.
+
+    Returns (ids, chunks lost in damaged index pages, 1 if the end of the index is
+    unreadable else 0). Ids are dense (assigned in order, deleted oldest first), so the
+    gap a damaged page leaves between two readable ids is the number of chunks it held.
+    """
+    ids: list[int] = []
+    lost = 0
+    last = 0
+    while True:
+        try:
+            for (chunk_id,) in old.execute(
+                "SELECT id FROM chunk WHERE id > ? ORDER BY id", (last,)
+            ):
+                ids.append(chunk_id)
+                last = chunk_id
+        except sqlite3.DatabaseError:
+            skip_to = _first_id_past_damage(old, last)
+            if skip_to is None:
+                return ids, lost, 1
+            lost += skip_to - last - 1
+            last = skip_to - 1
+            continue
+        return ids, lost, 0
+
+
+def _first_id_past_damage(old: sqlite3.Connection, after: int) -> int | None:
+    """The smallest id past ``after`` whose lookup does not touch the damaged page.
+
+    A lookup of id >= x descends into the damaged leaf exactly while x is at most that
+    leaf's upper key, so probing outward then bisecting finds the key just past it.
+    None when every lookup fails (the last leaf is damaged).
+    """
+
+    def readable(x: int) -> bool:
+        try:
+            old.execute("SELECT id FROM chunk WHERE id >= ? ORDER BY id LIMIT 1", (x,)).fetchone()
+        except sqlite3.DatabaseError:
+            return False
+        return True
+
+    bad, step = after, 1
+    while not readable(after + step):
+        bad = after + step
+        if step > 1 << 62:
+            return None
+        step *= 2
+    good = after + step
+    while good - bad > 1:
+        mid = (bad + good) // 2
+        if readable(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Position:
     """A place in the spool: everything before line ``line`` of chunk ``chunk_id``."""
@@ -274,8 +332,11 @@ class Spool:
         state = self._sinks[sink]
         if state.behind == 0:
             return None
-        batch: Batch | None = await self._run(self._read_sync, state, max_lines)
-        if batch is None:
+        dropped = _CommitResult()
+        batch: Batch | None = await self._run(self._read_sync, state, max_lines, dropped)
+        if dropped.dropped:
+            self._apply_drops(dropped)
+        if batch is None and state.behind:
             # Nothing on disk after the cursor although the counter says otherwise: trust
             # the disk, so the sink does not spin.
             log.error(
@@ -289,10 +350,12 @@ class Spool:
     async def ack(self, sink: str, batch: Batch) -> None:
         """The sink delivered (or dead-lettered) every line of ``batch``: move its cursor."""
         state = self._sinks[sink]
-        freed = await asyncio.shield(self._run(self._ack_sync, sink, batch.end))
+        freed, acked = await asyncio.shield(self._run(self._ack_sync, sink, batch.end))
         self._bytes -= freed
-        state.position = batch.end
-        state.behind = max(0, state.behind - len(batch.lines))
+        # A drop may have passed (part of) the batch meanwhile and counted those lines
+        # already: only the lines between the stored cursor and ``end`` are new.
+        state.position = max(state.position, batch.end)
+        state.behind = max(0, state.behind - acked)
 
     async def dead_letter(self, sink: str, rejected: Sequence[tuple[str, str]]) -> None:
         """Keep lines a sink refused for good, with the server's reason."""
@@ -387,10 +450,10 @@ class Spool:
                 os.replace(src, f"{damaged}{suffix}")
         db = self._connect()
         db.executescript(_SCHEMA)
-        saved = lost = 0
+        saved = 0
         try:
             old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
-            ids = [r[0] for r in old.execute("SELECT id FROM chunk ORDER BY id")]
+            ids, lost, tail_lost = _readable_chunk_ids(old)
         except sqlite3.DatabaseError as err:
             log.error(
                 "spool could not be read at all; starting empty",
@@ -404,21 +467,28 @@ class Spool:
                 row = old.execute(
                     "SELECT id, count, created_ns, data FROM chunk WHERE id = ?", (chunk_id,)
                 ).fetchone()
-                zlib.decompress(row[3])
+                text = zlib.decompress(row[3]).decode("utf-8")
+                if text.count("\n") + 1 != row[1]:
+                    raise ValueError("line count does not match")
                 db.execute("INSERT INTO chunk VALUES (?, ?, ?, ?)", row)
                 saved += 1
-            except (sqlite3.DatabaseError, zlib.error):
+            except (sqlite3.DatabaseError, zlib.error, ValueError):
                 lost += 1
-        with contextlib.suppress(sqlite3.DatabaseError):
-            for row in old.execute("SELECT sink, chunk_id, line FROM cursor"):
-                db.execute("INSERT OR REPLACE INTO cursor VALUES (?, ?, ?)", row)
+        # Cursors, dead letters and pinned field types: whatever can still be read.
+        for table in ("cursor", "dead_letter", "field_type"):
+            with contextlib.suppress(sqlite3.DatabaseError):
+                for row in old.execute(f"SELECT * FROM {table}"):  # noqa: S608 - fixed names
+                    marks = ", ".join("?" * len(row))
+                    db.execute(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", row)
         db.execute("COMMIT")
         old.close()
-        self.stats.recovered_lost_chunks = lost
+        self.stats.recovered_lost_chunks = lost + tail_lost
         log.error(
             "damaged spool recovered",
             saved_chunks=saved,
-            lost_chunks=lost,
+            lost_chunks=lost + tail_lost,
+            # The end of the file was unreadable: how many chunks it held is unknown.
+            lost_tail_unknown=bool(tail_lost),
             damaged_copy=str(damaged),
         )
         return db
@@ -430,8 +500,12 @@ class Spool:
         result = _CommitResult(added=len(data) + ROW_OVERHEAD_BYTES)
         try:
             db.execute("BEGIN IMMEDIATE")
+            # The id must be past every cursor: SQLite gives rowid 1 again once the
+            # table is empty, which would hide the chunk behind cursors already further on.
             db.execute(
-                "INSERT INTO chunk (count, created_ns, data) VALUES (?, ?, ?)",
+                "INSERT INTO chunk (id, count, created_ns, data) VALUES (MAX("
+                "(SELECT COALESCE(MAX(id), 0) + 1 FROM chunk), "
+                "(SELECT COALESCE(MAX(chunk_id), 1) FROM cursor)), ?, ?, ?)",
                 (len(lines), time.time_ns(), data),
             )
             over = self._bytes + result.added - self.max_bytes
@@ -506,11 +580,14 @@ class Spool:
             lost = count - (cur_line if cur_chunk == chunk_id else 0)
             per = result.dropped.setdefault(sink, {})
             per[reason] = per.get(reason, 0) + lost
-            db.execute(
-                "UPDATE cursor SET chunk_id = ?, line = 0 WHERE sink = ?", (chunk_id + 1, sink)
-            )
+            if cur_chunk == chunk_id:
+                db.execute(
+                    "UPDATE cursor SET chunk_id = ?, line = 0 WHERE sink = ?", (chunk_id + 1, sink)
+                )
 
-    def _read_sync(self, state: _SinkState, max_lines: int) -> Batch | None:
+    def _read_sync(
+        self, state: _SinkState, max_lines: int, dropped: _CommitResult
+    ) -> Batch | None:
         db = self._db
         assert db is not None
         pos = state.position
@@ -522,13 +599,21 @@ class Spool:
                 chunk_lines = state.cache[1]
             else:
                 row = db.execute(
-                    "SELECT id, data FROM chunk WHERE id >= ? ORDER BY id LIMIT 1", (chunk_id,)
+                    "SELECT id, count FROM chunk WHERE id >= ? ORDER BY id LIMIT 1", (chunk_id,)
                 ).fetchone()
                 if row is None:
                     break
                 if row[0] != chunk_id:
                     chunk_id, offset = row[0], 0
-                chunk_lines = zlib.decompress(row[1]).decode("utf-8").split("\n")
+                try:
+                    data = db.execute("SELECT data FROM chunk WHERE id = ?", (chunk_id,)).fetchone()
+                    chunk_lines = zlib.decompress(data[0]).decode("utf-8").split("\n")
+                except (sqlite3.DatabaseError, zlib.error, UnicodeDecodeError) as err:
+                    # Damage SQLite's check cannot see (flipped bytes in a chunk): drop the
+                    # chunk for every sink, count it, and go on with the next one.
+                    self._drop_corrupt_sync(db, chunk_id, row[1], err, dropped)
+                    chunk_id, offset = chunk_id + 1, 0
+                    continue
                 state.cache = (chunk_id, chunk_lines)
             take = chunk_lines[offset : offset + max_lines - len(lines)]
             lines.extend(take)
@@ -538,10 +623,42 @@ class Spool:
             end = Position(chunk_id, offset)
         return Batch(lines, end) if lines else None
 
-    def _ack_sync(self, sink: str, end: Position) -> int:
+    def _drop_corrupt_sync(
+        self,
+        db: sqlite3.Connection,
+        chunk_id: int,
+        count: int,
+        err: Exception,
+        result: _CommitResult,
+    ) -> None:
+        log.error("unreadable spool chunk dropped", chunk=chunk_id, lines=count, error=str(err))
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            self._drop_chunk_sync(db, chunk_id, count, "corrupt", result)
+            db.execute("COMMIT")
+        except sqlite3.Error as db_err:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise SpoolError(f"spool {self.path} is damaged ({db_err}); restart to salvage it") from db_err
+        result.positions = {
+            sink: Position(c, ln)
+            for sink, c, ln in db.execute("SELECT sink, chunk_id, line FROM cursor")
+        }
+
+    def _ack_sync(self, sink: str, end: Position) -> tuple[int, int]:
         db = self._db
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
+        start_chunk, start_line = db.execute(
+            "SELECT chunk_id, line FROM cursor WHERE sink = ?", (sink,)
+        ).fetchone()
+        acked = 0
+        if Position(start_chunk, start_line) < end:
+            between = db.execute(
+                "SELECT COALESCE(SUM(count), 0) FROM chunk WHERE id >= ? AND id < ?",
+                (start_chunk, end.chunk_id),
+            ).fetchone()[0]
+            acked = max(0, between - start_line + end.line)
         # A drop may have moved the cursor past this batch meanwhile; never move it back.
         db.execute(
             "UPDATE cursor SET chunk_id = ?, line = ? WHERE sink = ? AND (chunk_id < ? OR "
@@ -550,7 +667,7 @@ class Spool:
         )
         freed = self._gc_sync(db)
         db.execute("COMMIT")
-        return freed
+        return freed, acked
 
     def _gc_sync(self, db: sqlite3.Connection) -> int:
         low = db.execute("SELECT MIN(chunk_id) FROM cursor").fetchone()[0]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from gateway_proc import GatewayProcess
 from servers import (
     FakeInfluxServer,
     Influx1,
@@ -177,3 +179,20 @@ def fake_influx() -> Iterator[FakeInfluxServer]:
     """A FAKE InfluxDB write endpoint for scripted error answers (see FakeInfluxServer)."""
     with FakeInfluxServer() as server:
         yield server
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Factory: ``gateway_process(config_dict, name="gw")`` → a not-yet-started gateway subprocess."""
+    made: list[GatewayProcess] = []
+
+    def make(
+        config: dict[str, Any], name: str = "gw", env: dict[str, str] | None = None
+    ) -> GatewayProcess:
+        gw = GatewayProcess(tmp_path / name, config, env)
+        made.append(gw)
+        return gw
+
+    yield make
+    for gw in made:
+        gw.close()

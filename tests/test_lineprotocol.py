@@ -55,6 +55,7 @@ def r(
     measurement: str = "m",
     time_ns: int = 1,
 ) -> Reading:
+    """A reading with small defaults for whatever a test does not care about."""
     return Reading(measurement, tags or {}, {"f": 1.5} if fields is None else fields, time_ns)
 
 
@@ -845,7 +846,7 @@ def test_any_reading_round_trips_or_is_rejected(
         assert_round_trips(reading, line)
 
 
-@settings(max_examples=400, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(
     measurement=MEASUREMENT,
     tags=st.dictionaries(TAG_KEY, st.lists(TOKENS).map("".join), max_size=4),

@@ -43,6 +43,7 @@ TIME_FIELD: Final = "ts"
 
 # Longer than the driver's default max_frame_bytes (4096), so it trips the framer's limit.
 DEFAULT_GARBAGE_BYTES: Final = 5000
+NOISE_BYTES: Final = 64
 
 
 class LineSimulator:
@@ -129,16 +130,19 @@ class LineSimulator:
         """A start-up comment line, which the driver skips (``skip_prefix = ["#"]``)."""
         return f"# line simulator, format {self.format}".encode() + self.newline
 
-    def garbage(self, kind: Garbage, size: int = DEFAULT_GARBAGE_BYTES) -> bytes:
+    def garbage(self, kind: Garbage, size: int | None = None) -> bytes:
         """Bytes a misbehaving device might send; ``seq`` does not advance.
 
         ``invalid_utf8``, ``malformed`` (bad for the current format) and ``empty`` (a
         line with no field) are one rejected line each. ``long_line`` is ``size`` bytes
         and a terminator: dropped and counted by the framer. ``no_terminator`` is
         ``size`` bytes without one: the framer drops them *and the next line*, up to
-        its terminator. ``noise`` is a line of random non-newline bytes.
+        its terminator. ``noise`` is a line of ``size`` random bytes (default 64), as a
+        wrong baud rate produces. ``size`` defaults to :data:`DEFAULT_GARBAGE_BYTES`.
         """
         nl = self.newline
+        if size is None:
+            size = NOISE_BYTES if kind == "noise" else DEFAULT_GARBAGE_BYTES
         if kind == "invalid_utf8":
             return b"temperature=\xff\xfe21.5" + nl
         if kind == "malformed":

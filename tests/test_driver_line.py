@@ -1,0 +1,262 @@
+"""The ``line`` driver: data-driven cases, its simulator, and a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import time
+from typing import Any, get_args
+
+import pytest
+import serial_asyncio_fast
+from driver_cases.cases import Case, cases, run
+from servers import SerialPtyFactory
+
+from devices.line import LineDriver, LineOptions
+from devices.line.simulator import LineFormat, LineSimulator
+from gateway.config import config_from_dict
+from gateway.driver import LineFramer, RawSample, RejectedInput
+from gateway.errors import ConfigError
+
+FORMATS: tuple[LineFormat, ...] = get_args(LineFormat)
+
+
+@pytest.mark.parametrize("case", cases("line"))
+def test_case(case: Case) -> None:
+    run(case, LineDriver)
+
+
+def _driver(**options: Any) -> LineDriver:
+    return LineDriver("dev", LineOptions.model_validate({"port": "/dev/null", **options}))
+
+
+def _decode_all(driver: LineDriver, data: bytes) -> list[RawSample]:
+    framer = driver.framer()
+    return [s for frame in framer.feed(data) for s in driver.parse(frame)]
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+def test_constructor_rechecks_unvalidated_options() -> None:
+    """Options built without validation still get a clear ValueError from __init__."""
+    bad = LineOptions.model_construct(port="/dev/null", format="csv", columns=None)
+    with pytest.raises(ValueError, match='columns is required when format = "csv"'):
+        LineDriver("dev", bad)
+    bad = LineOptions.model_construct(port="/dev/null", format="regex", pattern="(?P<t>")
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        LineDriver("dev", bad)
+
+
+@pytest.mark.parametrize(
+    ("options", "path", "message"),
+    [
+        ({"format": "csv"}, "devices.bench.columns", 'columns is required when format = "csv"'),
+        (
+            {"format": "regex", "pattern": "(?P<t>[0-9"},
+            "devices.bench.pattern",
+            "not a valid regular expression",
+        ),
+        (
+            {"format": "regex", "pattern": "t=([0-9]+)"},
+            "devices.bench.pattern",
+            "at least one named group",
+        ),
+        ({"encoding": "utf-16"}, "devices.bench.encoding", "newline"),
+        ({"separator": ""}, "devices.bench.separator", ""),
+        ({"pattern": "(?P<t>.*)"}, "devices.bench", 'pattern only applies to format = "regex"'),
+        ({"formt": "csv"}, "devices.bench.formt", 'did you mean "format"'),
+    ],
+)
+def test_config_errors_carry_the_option_path(
+    options: dict[str, Any], path: str, message: str
+) -> None:
+    raw = {"devices": {"bench": {"driver": "line", "port": "/dev/ttyUSB0", **options}}}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, env={})
+    paths = [p for p, _ in info.value.problems]
+    assert path in paths, info.value.problems
+    assert any(message in msg for p, msg in info.value.problems if p == path), info.value
+
+
+# -- parsing details not covered by the case folders ----------------------------------------
+
+
+def test_huge_integer_text_becomes_a_float() -> None:
+    """Integers past Python's int/str limit are not an error: the core sees a float (inf)."""
+    (sample,) = _driver(max_frame_bytes=10_000).parse(b"n=" + b"9" * 5000)
+    assert sample.fields["n"] == math.inf
+
+
+def test_deeply_nested_json_line_is_rejected_quickly() -> None:
+    driver = _driver(format="json", max_frame_bytes=1_000_000)
+    frame = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    start = time.perf_counter()
+    with pytest.raises(RejectedInput) as info:
+        driver.parse(frame)
+    assert info.value.reason == "malformed"
+    assert "nested too deeply" in str(info.value)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_json_line_with_huge_integer_is_rejected() -> None:
+    with pytest.raises(RejectedInput, match="longer than 4300 digits") as info:
+        _driver(format="json", max_frame_bytes=10_000).parse(b'{"n": ' + b"1" * 5000 + b"}")
+    assert info.value.reason == "malformed"
+
+
+def test_messages_name_the_bad_input_and_cut_it_short() -> None:
+    with pytest.raises(RejectedInput) as info:
+        _driver().parse(b"x" * 3000)
+    assert len(str(info.value)) < 200
+    assert "xxxxx" in str(info.value)
+
+
+# -- the simulator ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("with_time", [False, True])
+def test_simulator_lines_decode_in_order(fmt: LineFormat, with_time: bool) -> None:
+    sim = LineSimulator(format=fmt, seed=3, with_time=with_time)
+    driver = LineDriver("sim", LineOptions.model_validate(sim.options("/dev/null")))
+    data = sim.banner() + b"".join(sim.lines(200))
+    samples = _decode_all(driver, data)
+    assert [s.fields["seq"] for s in samples] == list(range(200))
+    for s in samples:
+        assert 18.0 <= float(s.fields["temperature"]) <= 24.0  # type: ignore[arg-type]
+        assert 35.0 <= float(s.fields["humidity"]) <= 60.0  # type: ignore[arg-type]
+        assert 990.0 <= float(s.fields["pressure"]) <= 1035.0  # type: ignore[arg-type]
+        assert (s.time_ns is not None) is with_time
+        assert "ts" not in s.fields
+    if with_time:
+        times = [s.time_ns for s in samples if s.time_ns is not None]
+        assert times == sorted(set(times)), "device times must be unique and increasing"
+        assert abs(times[-1] - time.time_ns()) < 60 * 10**9
+
+
+def test_simulator_is_repeatable_with_a_seed() -> None:
+    a = list(LineSimulator(format="kv", seed=7).lines(20))
+    b = list(LineSimulator(format="kv", seed=7).lines(20))
+    assert a == b
+    assert a != list(LineSimulator(format="kv", seed=8).lines(20))
+
+
+def test_simulator_kv_with_comma_separator() -> None:
+    sim = LineSimulator(format="kv", separator=",", start=5)
+    assert sim.line().startswith(b"seq=5,temperature=")
+    assert [s.fields["seq"] for s in _decode_all(_driver(), b"".join(sim.lines(3)))] == [6, 7, 8]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_simulator_garbage_is_rejected_without_losing_good_lines(fmt: LineFormat) -> None:
+    sim = LineSimulator(format=fmt, seed=1)
+    driver = LineDriver("sim", LineOptions.model_validate(sim.options("/dev/null")))
+    framer = LineFramer(driver.options.max_frame_bytes)
+    kinds = ["invalid_utf8", "malformed", "long_line", "noise"]
+    if fmt != "regex":
+        kinds.append("empty")
+    stream = [sim.line()]
+    for kind in kinds:
+        stream += [sim.garbage(kind), sim.line()]  # type: ignore[arg-type]
+    seqs: list[object] = []
+    reasons: list[str] = []
+    for chunk in stream:
+        for frame in framer.feed(chunk):
+            try:
+                seqs += [s.fields["seq"] for s in driver.parse(frame)]
+            except RejectedInput as err:
+                reasons.append(err.reason)
+    assert seqs == list(range(len(kinds) + 1))
+    assert framer.overflows == 1  # the long line
+    expected = {"encoding", "malformed"} | ({"empty"} if fmt != "regex" else set())
+    assert expected <= set(reasons)
+    assert len(reasons) == len(kinds) - 1  # every garbage line except the long one
+
+
+def test_no_terminator_garbage_swallows_exactly_the_next_line() -> None:
+    sim = LineSimulator(format="kv")
+    framer = LineFramer()
+    driver = _driver()
+    data = sim.line() + sim.garbage("no_terminator") + sim.line() + sim.line()
+    seqs = [s.fields["seq"] for f in framer.feed(data) for s in driver.parse(f)]
+    assert seqs == [0, 2]
+    assert framer.overflows == 1
+
+
+def test_simulator_writes_to_file_objects() -> None:
+    buf = io.BytesIO()
+    sim = LineSimulator(buf, "csv")
+    assert sim.write_lines(3) == range(0, 3)
+    assert buf.getvalue().count(b"\n") == 3
+
+
+def test_simulator_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="format must be one of"):
+        LineSimulator(format="xml")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no empty line"):
+        LineSimulator(format="regex").garbage("empty")
+    with pytest.raises(RuntimeError, match="no target"):
+        LineSimulator().write(b"x")
+
+
+# -- through a real pseudo-terminal ---------------------------------------------------------
+
+
+async def _read_samples(
+    reader: asyncio.StreamReader, driver: LineDriver, want: int, within_s: float = 10.0
+) -> tuple[list[RawSample], list[str], int]:
+    framer = driver.framer()
+    samples: list[RawSample] = []
+    reasons: list[str] = []
+    async with asyncio.timeout(within_s):
+        while len(samples) < want:
+            for frame in framer.feed(await reader.read(4096)):
+                try:
+                    samples += driver.parse(frame)
+                except RejectedInput as err:
+                    reasons.append(err.reason)
+    return samples, reasons, framer.overflows
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_pty_run_delivers_every_line(serial_pty: SerialPtyFactory, fmt: LineFormat) -> None:
+    pty = serial_pty()
+    sim = LineSimulator(pty.master_fd, fmt, seed=2)
+    driver = LineDriver("pty", LineOptions.model_validate(sim.options(pty.path)))
+    reader, writer = await serial_asyncio_fast.open_serial_connection(url=pty.path)
+    try:
+        sim.write(sim.banner())
+        sim.write(sim.garbage("invalid_utf8"))
+        writer_task = asyncio.create_task(sim.run(rate_hz=2000, count=300))
+        samples, reasons, overflows = await _read_samples(reader, driver, 300)
+        assert await writer_task == 300
+    finally:
+        writer.close()
+    assert [s.fields["seq"] for s in samples] == list(range(300))
+    assert reasons == ["encoding"]
+    assert overflows == 0
+
+
+async def test_pty_burst_with_garbage_resyncs(serial_pty: SerialPtyFactory) -> None:
+    pty = serial_pty()
+    sim = LineSimulator(pty.master_fd, "kv", seed=4)
+    driver = LineDriver("pty", LineOptions.model_validate(sim.options(pty.path)))
+    reader, writer = await serial_asyncio_fast.open_serial_connection(url=pty.path)
+    try:
+
+        def burst() -> None:
+            sim.write_lines(100)
+            sim.write(sim.garbage("long_line", 100_000))
+            sim.write(sim.garbage("malformed"))
+            sim.write_lines(100)
+
+        (samples, reasons, overflows), _ = await asyncio.gather(
+            _read_samples(reader, driver, 200), asyncio.to_thread(burst)
+        )
+    finally:
+        writer.close()
+    assert [s.fields["seq"] for s in samples] == list(range(200))
+    assert reasons == ["malformed"]
+    assert overflows == 1
