@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `sensor-gateway query | head`
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,7 +206,7 @@ def cmd_drivers(args: argparse.Namespace) -> int:
             options.append(
                 {
                     "name": key,
-                    "type": _type_name(fld.annotation),
+                    "type": _type_name(fld.rebuild_annotation()),
                     "required": fld.is_required(),
                     "default": None
                     if fld.is_required()
@@ -224,20 +227,8 @@ def cmd_drivers(args: argparse.Namespace) -> int:
         print(f"sensor-gateway: no driver named {args.name!r}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "drivers": info,
-                    "problems": [
-                        p.__dict__
-                        if hasattr(p, "__dict__")
-                        else {"name": p.name, "target": p.target, "error": p.error}
-                        for p in found.problems
-                    ],
-                },
-                indent=2,
-            )
-        )
+        problems = [{"name": p.name, "target": p.target, "error": p.error} for p in found.problems]
+        print(json.dumps({"drivers": info, "problems": problems}, indent=2))
         return EXIT_OK
     for d in info:
         print(f"{d['name']} ({d['kind']}, from {d['package']}): {d['description']}")
@@ -250,15 +241,35 @@ def cmd_drivers(args: argparse.Namespace) -> int:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return (
-        text.replace("typing.", "")
-        .replace("Annotated[", "")
-        .split(", BeforeValidator")[0]
-        .rstrip("]")
-        if "Annotated" in str(annotation)
-        else text
-    )
+    """A short readable name for an option's type: ``integer``, ``"N" | "E"``, ``duration``…"""
+    import types
+    import typing
+
+    from gateway.options import parse_duration, parse_size
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        validators = [getattr(m, "func", None) for m in args[1:]]
+        if parse_duration in validators:
+            return "duration"
+        if parse_size in validators:
+            return "size"
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        name = " | ".join(_type_name(a) for a in rest)
+        return f"{name} (optional)" if len(rest) < len(args) else name
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return f"table of {_type_name(args[1])}" if len(args) == 2 else "table"
+    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    if annotation in names:
+        return names[annotation]
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def _jsonable(value: Any) -> Any:

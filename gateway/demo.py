@@ -21,11 +21,12 @@ import tty
 from pathlib import Path
 from typing import Any
 
+from devices.line.simulator import LineFormat
 from gateway.config import config_from_dict
 from gateway.logging import configure
 from gateway.reading import Reading
 
-SERIAL_SENSORS = [
+SERIAL_SENSORS: list[tuple[str, LineFormat, float]] = [
     # name, line format, rate (Hz)
     ("greenhouse", "kv", 2.0),
     ("boiler", "json", 1.0),
@@ -83,7 +84,7 @@ def demo_config(state_dir: Path, ports: dict[str, str], broker_port: int | None)
 
     devices: dict[str, Any] = {}
     for name, fmt, _ in SERIAL_SENSORS:
-        opts = LineSimulator(None, fmt).options(ports[name])  # type: ignore[arg-type]
+        opts = LineSimulator(None, fmt).options(ports[name])
         devices[name] = {
             "driver": "line",
             **opts,
@@ -197,7 +198,7 @@ def run_demo(state_dir: Path, duration: float | None = None, live: bool = True) 
             run = tg.create_task(gateway.run(), name="gateway")
             # pyserial flushes a port's input when it opens it; let the ports open first.
             await asyncio.sleep(0.5)
-            helpers = [
+            helpers: list[asyncio.Task[Any]] = [
                 tg.create_task(sim.run(rate), name=f"sim-{name}")
                 for sim, (name, _, rate) in zip(sims, SERIAL_SENSORS, strict=True)
             ]

@@ -53,9 +53,9 @@ async def run_serial_device(driver: SerialDriver[Any], entry: DeviceInput) -> No
                 await writer.wait_closed()
 
 
-async def _read(reader: asyncio.StreamReader, port: str, timeout: float | None) -> bytes:
+async def _read(reader: asyncio.StreamReader, port: str, wait_s: float | None) -> bytes:
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_s):
             data = await reader.read(READ_CHUNK_BYTES)
     except serial.SerialException as err:
         raise DeviceUnavailable(f"serial port {port} failed (unplugged?): {err}") from err

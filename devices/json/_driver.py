@@ -34,16 +34,29 @@ class JsonOptions(MqttOptions):
     rules (rename, scale, units, ranges) in the same device table.
     """
 
-    select: list[str] | None = Field(default=None, min_length=1)
-    """Dotted paths of the values to keep (``"AM2301.Temperature"``); unset keeps every leaf."""
-    value_field: str | None = Field(default=None, min_length=1)
-    """Field name for payloads that are a bare value (``21.5``); may use ``{segment}``."""
-    time_field: str | None = Field(default=None, min_length=1)
-    """Dotted path of the device's timestamp (epoch s/ms/µs/ns or RFC 3339; no zone = UTC)."""
-    tags_from_payload: dict[str, str] = Field(default_factory=dict)
-    """Tag name → dotted path of a string (or integer) in the payload."""
-    ignore_topics: list[str] = Field(default_factory=list)
-    """Topic patterns whose messages are dropped silently (status, LWT, availability)."""
+    select: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description='Dotted paths of the values to keep ("AM2301.Temperature"); unset keeps all.',
+    )
+    value_field: str | None = Field(
+        default=None,
+        min_length=1,
+        description='Field name for bare-value payloads ("21.5"); may use {topic_segment}.',
+    )
+    time_field: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Dotted path of the device time: epoch s/ms/µs/ns or RFC 3339 (no zone = UTC).",
+    )
+    tags_from_payload: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tag name → dotted path of a string or integer in the payload.",
+    )
+    ignore_topics: list[str] = Field(
+        default_factory=list,
+        description="Topic patterns whose messages are ignored (LWT, availability, status).",
+    )
 
     @field_validator("select")
     @classmethod

@@ -40,20 +40,40 @@ _FORMAT_OPTIONS: Final[dict[str, Format]] = {
 class LineOptions(SerialOptions):
     """Options of the ``line`` driver (see ``devices/line/sample.toml``)."""
 
-    format: Format = "kv"
-    separator: str | None = Field(default=None, min_length=1)
-    """Between kv pairs; unset accepts blanks and/or commas (``t=1 h=2``, ``t=1,h=2``)."""
-    kv_delimiter: str = Field(default="=", min_length=1)
-    columns: list[str] | None = Field(default=None, validate_default=True)
-    """csv: the column names, in order (``"_"`` skips a column). Required for csv."""
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    pattern: str | None = Field(default=None, validate_default=True)
-    """regex: a Python regular expression whose named groups become fields. Required for regex."""
-    time_field: str | None = Field(default=None, min_length=1)
-    """A field holding the device's own time (epoch s/ms/µs/ns or RFC 3339)."""
-    encoding: str = "utf-8"
-    skip_prefix: list[str] = Field(default_factory=lambda: ["#"])
-    """Lines starting with one of these (after leading blanks) are ignored, not errors."""
+    format: Format = Field(
+        default="kv", description="Line layout: kv (key=value pairs), json, csv or regex."
+    )
+    separator: str | None = Field(
+        default=None,
+        min_length=1,
+        description="kv: between pairs; unset accepts blanks and/or commas.",
+    )
+    kv_delimiter: str = Field(
+        default="=", min_length=1, description="kv: between a key and its value."
+    )
+    columns: list[str] | None = Field(
+        default=None,
+        validate_default=True,
+        description='csv (required): column names in order; "_" skips a column.',
+    )
+    delimiter: str = Field(
+        default=",", min_length=1, max_length=1, description="csv: the column separator."
+    )
+    pattern: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="regex (required): a Python regex whose named groups become fields.",
+    )
+    time_field: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Field with the device's time: epoch s/ms/µs/ns or RFC 3339 (no zone = UTC).",
+    )
+    encoding: str = Field(default="utf-8", description="How the line's bytes are decoded.")
+    skip_prefix: list[str] = Field(
+        default_factory=lambda: ["#"],
+        description="Lines starting with one of these are skipped (banners, comments).",
+    )
 
     @field_validator("columns")
     @classmethod

@@ -23,10 +23,15 @@ _ANSWER: Final = re.compile(rb"COUNT (\d{1,18}) TEMP (-?\d{1,4}(?:\.\d{1,6})?)")
 class CounterOptions(SerialOptions):
     """Options of the ``example_counter`` driver (see ``sample.toml``)."""
 
-    unit_id: int = Field(ge=1, le=247)
-    """The unit's number on the label; it tags every reading as ``unit``."""
-    poll_interval: Duration = Field(default=DEFAULT_POLL_INTERVAL_S, gt=0)
-    response_timeout: Duration = Field(default=DEFAULT_RESPONSE_TIMEOUT_S, gt=0)
+    unit_id: int = Field(
+        ge=1, le=247, description='The unit\'s number (1-247); tags every reading as "unit".'
+    )
+    poll_interval: Duration = Field(
+        default=DEFAULT_POLL_INTERVAL_S, gt=0, description="How often to send READ."
+    )
+    response_timeout: Duration = Field(
+        default=DEFAULT_RESPONSE_TIMEOUT_S, gt=0, description="How long to wait for the answer."
+    )
 
 
 class CounterDriver(SerialDriver[CounterOptions]):
