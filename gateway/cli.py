@@ -235,6 +235,8 @@ def cmd_drivers(args: argparse.Namespace) -> int:
         for o in d["options"]:
             default = "required" if o["required"] else f"default {json.dumps(o['default'])}"
             print(f"    {o['name']}: {o['type']} — {default}")
+            if o["help"]:
+                print(f"        {o['help']}")
     for p in found.problems:
         print(f"! driver {p.name!r} ({p.target}) failed to load: {p.error}", file=sys.stderr)
     return EXIT_OK

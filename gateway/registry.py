@@ -56,6 +56,16 @@ def discover() -> DriverSet:
                 PluginProblem(ep.name, ep.value, "is not a gateway.driver.Driver subclass")
             )
             continue
+        clash = _core_key_clash(cls)
+        if clash:
+            problems.append(
+                PluginProblem(
+                    ep.name,
+                    ep.value,
+                    f"its options {clash} clash with the keys every device has; rename them",
+                )
+            )
+            continue
         drivers[ep.name] = cls
         origins[ep.name] = ep.dist.name if ep.dist is not None else "?"
     # Running from a source tree without `pip install`: the built-ins are still there.
@@ -68,6 +78,12 @@ def discover() -> DriverSet:
         origins.setdefault("line", "sensor-gateway")
         origins.setdefault("json", "sensor-gateway")
     return DriverSet(drivers, tuple(problems), origins)
+
+
+def _core_key_clash(cls: type[Driver[Any]]) -> list[str]:
+    from gateway.config import DeviceSection
+
+    return sorted(set(cls.Options.model_fields) & set(DeviceSection.model_fields))
 
 
 def load_drivers() -> dict[str, type[Driver[Any]]]:

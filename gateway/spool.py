@@ -44,6 +44,14 @@ EARLY_COMMIT_LINES = 20_000
 ROW_OVERHEAD_BYTES = 40
 # Drop messages are rate-limited to one per this many seconds.
 DROP_LOG_INTERVAL_S = 60.0
+# Free space the spool leaves on its filesystem. Below it each commit first drops the
+# oldest chunks (counted as "disk_full"), so the file reuses their pages instead of
+# growing, and the WAL is checkpointed at once. Once the disk is really full SQLite cannot
+# even delete (that needs WAL space too), so the margin must be kept *before* it fills:
+# at least twice the WAL's size (WAL_AUTOCHECKPOINT_PAGES pages) plus a chunk.
+DISK_HEADROOM_BYTES = 16 * 1024**2
+# Pages in the WAL before SQLite copies them into the database (SQLite's default).
+WAL_AUTOCHECKPOINT_PAGES = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunk (
@@ -78,28 +86,49 @@ CREATE TABLE IF NOT EXISTS field_type (
 def _readable_chunk_ids(old: sqlite3.Connection) -> tuple[list[int], int, int]:
     """Chunk ids whose index entries can be read, walking around damaged pages.
 
-    Returns (ids, chunks lost in damaged index pages, 1 if the end of the index is
-    unreadable else 0). Ids are dense (assigned in order, deleted oldest first), so the
-    gap a damaged page leaves between two readable ids is the number of chunks it held.
+    Returns (ids, chunks missing between readable ones, chunks missing at the end). Ids
+    are dense from the lowest cursor on (assigned in order, deleted oldest first), so a
+    gap is what a damaged page held; the end is checked against the last id handed out
+    (sqlite_sequence), and counts as 1 if that is unreadable too.
     """
+
+    def one(sql: str) -> int | None:
+        try:
+            row = old.execute(sql).fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        return None if row is None or row[0] is None else int(row[0])
+
     ids: list[int] = []
     lost = 0
-    last = 0
+    last = (one("SELECT MIN(chunk_id) FROM cursor") or 1) - 1
+    probe = last + 1
     while True:
+        # One lookup per id: a scan would stop at the first damaged page.
         try:
-            for (chunk_id,) in old.execute(
-                "SELECT id FROM chunk WHERE id > ? ORDER BY id", (last,)
-            ):
-                ids.append(chunk_id)
-                last = chunk_id
+            # Same lookup as _first_id_past_damage's probe, so a probe that passed
+            # guarantees progress here.
+            row = old.execute(
+                "SELECT id FROM chunk WHERE id >= ? ORDER BY id LIMIT 1", (probe,)
+            ).fetchone()
         except sqlite3.DatabaseError:
-            skip_to = _first_id_past_damage(old, last)
-            if skip_to is None:
+            skip_to = _first_id_past_damage(old, probe - 1)
+            if skip_to is not None:
+                probe = skip_to
+                continue
+            row = None
+            if (seq := one("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'")) is None:
                 return ids, lost, 1
-            lost += skip_to - last - 1
-            last = skip_to - 1
-            continue
-        return ids, lost, 0
+        else:
+            seq = None
+        if row is None:
+            if seq is None:
+                seq = one("SELECT seq FROM sqlite_sequence WHERE name = 'chunk'") or last
+            return ids, lost, max(0, seq - last)
+        lost += row[0] - last - 1
+        ids.append(row[0])
+        last = probe = row[0]
+        probe += 1
 
 
 def _first_id_past_damage(old: sqlite3.Connection, after: int) -> int | None:
@@ -277,31 +306,41 @@ class Spool:
             if not self._pending:
                 return 0
             lines, self._pending = self._pending, []
-            try:
-                result = await asyncio.shield(self._run(self._commit_sync, lines))
-            except (sqlite3.Error, OSError) as err:
-                result = _CommitResult(error=str(err))
-            self._apply_drops(result)
-            if result.error is not None:
-                self.stats.write_errors += 1
-                self._requeue(lines)
-                log.error(
-                    "spool commit failed; readings kept in memory and retried",
-                    error=result.error,
-                    pending=len(self._pending),
-                    path=str(self.path),
-                )
-                return 0
-            self._bytes += result.added
-            self.stats.committed += len(lines)
-            self.stats.commits += 1
-            now = time.monotonic()
-            for state in self._sinks.values():
-                if state.behind == 0:
-                    state.since = now
-                state.behind += len(lines)
-                state.event.set()
-            return len(lines)
+            # The bookkeeping runs when the disk work is done, even if our caller is
+            # cancelled meanwhile (shutdown): memory must match the file.
+            fut = self._submit(self._commit_sync, lines)
+            fut.add_done_callback(lambda f: self._committed(lines, f))
+            result: _CommitResult = await asyncio.shield(fut)
+            return 0 if result.error is not None else len(lines)
+
+    def _committed(self, lines: list[str], fut: asyncio.Future[_CommitResult]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        result = fut.result() if exc is None else _CommitResult(error=str(exc))
+        self._apply_drops(result)
+        if result.error is not None:
+            self.stats.write_errors += 1
+            self._requeue(lines)
+            log.error(
+                "spool commit failed; readings kept in memory and retried",
+                error=result.error,
+                pending=len(self._pending),
+                path=str(self.path),
+            )
+            return
+        self._bytes += result.added
+        self.stats.committed += len(lines)
+        self.stats.commits += 1
+        now = time.monotonic()
+        for state in self._sinks.values():
+            if state.behind == 0:
+                state.since = now
+            state.behind += len(lines)
+            state.event.set()
+
+    def _submit(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        return asyncio.wrap_future(self._executor.submit(fn, *args))
 
     def _requeue(self, lines: list[str]) -> None:
         self._pending = lines + self._pending
@@ -350,12 +389,20 @@ class Spool:
     async def ack(self, sink: str, batch: Batch) -> None:
         """The sink delivered (or dead-lettered) every line of ``batch``: move its cursor."""
         state = self._sinks[sink]
-        freed, acked = await asyncio.shield(self._run(self._ack_sync, sink, batch.end))
-        self._bytes -= freed
-        # A drop may have passed (part of) the batch meanwhile and counted those lines
-        # already: only the lines between the stored cursor and ``end`` are new.
-        state.position = max(state.position, batch.end)
-        state.behind = max(0, state.behind - acked)
+        fut = self._submit(self._ack_sync, sink, batch.end)
+
+        def acked(f: asyncio.Future[tuple[int, int]]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                return
+            freed, count = f.result()
+            self._bytes -= freed
+            # A drop may have passed (part of) the batch meanwhile and counted those lines
+            # already: only the lines between the stored cursor and ``end`` are new.
+            state.position = max(state.position, batch.end)
+            state.behind = max(0, state.behind - count)
+
+        fut.add_done_callback(acked)
+        await asyncio.shield(fut)
 
     async def dead_letter(self, sink: str, rejected: Sequence[tuple[str, str]]) -> None:
         """Keep lines a sink refused for good, with the server's reason."""
@@ -401,6 +448,7 @@ class Spool:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         return db
 
     def _open_sync(self) -> tuple[dict[str, Position], dict[str, int], int]:
@@ -453,6 +501,8 @@ class Spool:
         saved = 0
         try:
             old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+            # Without this SQLite refuses a file shorter than its header says (truncated).
+            old.execute("PRAGMA writable_schema = ON")
             ids, lost, tail_lost = _readable_chunk_ids(old)
         except sqlite3.DatabaseError as err:
             log.error(
@@ -477,7 +527,7 @@ class Spool:
         # Cursors, dead letters and pinned field types: whatever can still be read.
         for table in ("cursor", "dead_letter", "field_type"):
             with contextlib.suppress(sqlite3.DatabaseError):
-                for row in old.execute(f"SELECT * FROM {table}"):  # noqa: S608 - fixed names
+                for row in old.execute(f"SELECT * FROM {table}"):
                     marks = ", ".join("?" * len(row))
                     db.execute(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", row)
         db.execute("COMMIT")
@@ -487,8 +537,7 @@ class Spool:
             "damaged spool recovered",
             saved_chunks=saved,
             lost_chunks=lost + tail_lost,
-            # The end of the file was unreadable: how many chunks it held is unknown.
-            lost_tail_unknown=bool(tail_lost),
+            lost_at_end=tail_lost,
             damaged_copy=str(damaged),
         )
         return db
@@ -498,6 +547,7 @@ class Spool:
         assert db is not None
         data = zlib.compress("\n".join(lines).encode("utf-8"), 1)
         result = _CommitResult(added=len(data) + ROW_OVERHEAD_BYTES)
+        low_space = self._free_bytes() < DISK_HEADROOM_BYTES
         try:
             db.execute("BEGIN IMMEDIATE")
             # The id must be past every cursor: SQLite gives rowid 1 again once the
@@ -508,12 +558,18 @@ class Spool:
                 "(SELECT COALESCE(MAX(chunk_id), 1) FROM cursor)), ?, ?, ?)",
                 (len(lines), time.time_ns(), data),
             )
+            if low_space:
+                # Twice the new chunk's size, so free pages build up for the next ones.
+                result.added -= self._drop_oldest_sync(db, 2 * result.added, "disk_full", result)
             over = self._bytes + result.added - self.max_bytes
             if over > 0:
                 result.added -= self._drop_oldest_sync(db, over, "spool_full", result)
             if self.max_age is not None:
                 result.added -= self._drop_older_sync(db, result)
             db.execute("COMMIT")
+            if low_space:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as err:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
@@ -528,6 +584,8 @@ class Spool:
                         db, need, "disk_full", result, keep_last=False
                     )
                     db.execute("COMMIT")
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.Error:
                     with contextlib.suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
@@ -539,6 +597,13 @@ class Spool:
                 for sink, c, ln in db.execute("SELECT sink, chunk_id, line FROM cursor")
             }
         return result
+
+    def _free_bytes(self) -> int:
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return DISK_HEADROOM_BYTES  # unknown: assume enough
+        return st.f_bavail * st.f_frsize
 
     def _drop_oldest_sync(
         self,
@@ -571,7 +636,13 @@ class Spool:
         return freed
 
     def _drop_chunk_sync(
-        self, db: sqlite3.Connection, chunk_id: int, count: int, reason: str, result: _CommitResult
+        self,
+        db: sqlite3.Connection,
+        chunk_id: int,
+        count: int,
+        reason: str,
+        result: _CommitResult,
+        oldest: bool = True,
     ) -> None:
         db.execute("DELETE FROM chunk WHERE id = ?", (chunk_id,))
         for sink, cur_chunk, cur_line in db.execute(
@@ -580,14 +651,14 @@ class Spool:
             lost = count - (cur_line if cur_chunk == chunk_id else 0)
             per = result.dropped.setdefault(sink, {})
             per[reason] = per.get(reason, 0) + lost
-            if cur_chunk == chunk_id:
+            # Past the oldest chunk every cursor at or before it moves on; a chunk dropped
+            # from the middle (corrupt) must not make a cursor skip older lines.
+            if oldest or cur_chunk == chunk_id:
                 db.execute(
                     "UPDATE cursor SET chunk_id = ?, line = 0 WHERE sink = ?", (chunk_id + 1, sink)
                 )
 
-    def _read_sync(
-        self, state: _SinkState, max_lines: int, dropped: _CommitResult
-    ) -> Batch | None:
+    def _read_sync(self, state: _SinkState, max_lines: int, dropped: _CommitResult) -> Batch | None:
         db = self._db
         assert db is not None
         pos = state.position
@@ -634,12 +705,14 @@ class Spool:
         log.error("unreadable spool chunk dropped", chunk=chunk_id, lines=count, error=str(err))
         try:
             db.execute("BEGIN IMMEDIATE")
-            self._drop_chunk_sync(db, chunk_id, count, "corrupt", result)
+            self._drop_chunk_sync(db, chunk_id, count, "corrupt", result, oldest=False)
             db.execute("COMMIT")
         except sqlite3.Error as db_err:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            raise SpoolError(f"spool {self.path} is damaged ({db_err}); restart to salvage it") from db_err
+            raise SpoolError(
+                f"spool {self.path} is damaged ({db_err}); restart to salvage it"
+            ) from db_err
         result.positions = {
             sink: Position(c, ln)
             for sink, c, ln in db.execute("SELECT sink, chunk_id, line FROM cursor")

@@ -341,42 +341,113 @@ def small_disk(tmp_path: Path) -> Iterator[Path | None]:
         subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True, timeout=10)
 
 
-async def test_disk_full_keeps_lines_in_memory_then_drops_oldest(
-    tmp_path: Path, small_disk: Path | None
+def _fill(directory: Path) -> Path:
+    """Take every free byte of ``directory``'s filesystem; return the filler file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0")
+    finally:
+        os.close(fd)
+    return filler
+
+
+CHUNK_LINES = 20
+
+
+def _chunk(i: int) -> list[str]:
+    return _lines(f"c{i}", CHUNK_LINES, width=400)  # ~8 KiB, incompressible
+
+
+async def test_spool_keeps_headroom_on_a_small_disk(
+    tmp_path: Path, small_disk: Path | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if small_disk is not None:
-        path = small_disk / "spool.db"
-        limit_pages = None
-    else:  # not root: let SQLite report SQLITE_FULL at a page limit instead
-        path = tmp_path / "spool.db"
-        limit_pages = 120
+    """The spool filling the disk itself: oldest chunks go (disk_full), commits go on."""
+    monkeypatch.setattr(spool_mod, "DISK_HEADROOM_BYTES", 640 * 1024)
+    monkeypatch.setattr(spool_mod, "WAL_AUTOCHECKPOINT_PAGES", 32)
+    if small_disk is None:  # no mount here: pretend the disk is 2 MiB
+        directory = tmp_path
+
+        def free(self: Spool) -> int:
+            used = sum(p.stat().st_size for p in directory.glob("spool.db*"))
+            return 2 * 1024**2 - used
+
+        monkeypatch.setattr(Spool, "_free_bytes", free)
+    else:
+        directory = small_disk
+    path = directory / "spool.db"
+    chunks = [_chunk(i) for i in range(300)]  # ~2.4 MiB: more than the disk holds
     async with opened(path, ("a",), max_bytes=1 << 30) as spool:
-        if limit_pages is not None:
-            assert spool._db is not None
-            spool._db.execute(f"PRAGMA max_page_count = {limit_pages}")
+        for chunk in chunks:
+            assert await _commit(spool, chunk) == CHUNK_LINES, "every commit succeeds"
+        assert spool.stats.write_errors == 0
+        dropped = spool.stats.dropped["a:disk_full"]
+        assert dropped % CHUNK_LINES == 0
+        assert 0 < dropped < 300 * CHUNK_LINES
+        everything = [ln for c in chunks for ln in c]
+        assert await _drain(spool, "a") == everything[dropped:], "only the oldest went"
+    if small_disk is not None:
+        st = os.statvfs(small_disk)
+        assert st.f_bavail * st.f_frsize > 256 * 1024, "free space was kept"
+
+
+async def test_disk_filled_by_others_keeps_lines_in_memory(
+    small_disk: Path | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another file takes the last byte: commits fail, lines wait (bounded), then land."""
+    if small_disk is None:
+        pytest.skip("needs a small tmpfs (mount is not permitted here)")
+    monkeypatch.setattr(spool_mod, "MAX_PENDING_LINES", 3 * CHUNK_LINES)
+    monkeypatch.setattr(spool_mod, "DISK_HEADROOM_BYTES", 0)  # this test is not about it
+    path = small_disk / "spool.db"
+    async with opened(path, ("a",)) as spool:
+        first = _chunk(0)
+        await _commit(spool, first)
+        filler = _fill(small_disk)
+        waiting = [_chunk(i) for i in range(1, 6)]
+        for chunk in waiting:
+            spool.add_many(chunk)
+            assert await spool.commit() == 0
+            assert spool.pending <= 3 * CHUNK_LINES
+        assert spool.stats.write_errors == len(waiting)
+        assert spool.stats.dropped == {"spool_unwritable": 2 * CHUNK_LINES}
+        filler.unlink()  # the operator frees space
+        assert await spool.commit() == 3 * CHUNK_LINES
+        kept = [ln for c in waiting[2:] for ln in c]
+        assert await _drain(spool, "a") == first + kept, "the newest waited in memory"
+
+
+async def test_sqlite_full_drops_oldest_so_later_commits_succeed(tmp_path: Path) -> None:
+    """SQLITE_FULL (here from a page limit): the oldest chunks make room, nothing else goes."""
+    path = tmp_path / "spool.db"
+    async with opened(path, ("a",), max_bytes=1 << 30) as spool:
+        assert spool._db is not None
+        spool._db.execute("PRAGMA max_page_count = 150")
         chunks: list[list[str]] = []
         failures = 0
-        for i in range(400):
-            chunk = _lines(f"c{i}", 20, width=400)  # ~8 KiB incompressible per chunk
-            chunks.append(chunk)
-            spool.add_many(chunk)
+        for i in range(200):
+            chunks.append(_chunk(i))
+            spool.add_many(chunks[-1])
             if await spool.commit() == 0:
                 failures += 1
                 assert spool.pending > 0, "a failed commit keeps the lines in memory"
-            if spool.stats.dropped.get("a:disk_full"):
                 break
-        assert failures >= 1, "the disk never filled up"
-        assert spool.stats.write_errors == failures
+        assert failures == 1
         dropped = spool.stats.dropped["a:disk_full"]
-        assert dropped % 20 == 0
+        assert dropped > 0
+        assert dropped % CHUNK_LINES == 0
         # The policy made room: the retried and later commits succeed.
-        assert await spool.commit() > 0
-        assert spool.pending == 0
-        more = _lines("after", 20, width=400)
-        assert await _commit(spool, more) == 20
+        assert await spool.commit() == CHUNK_LINES
+        more = _chunk(999)
+        assert await _commit(spool, more) == CHUNK_LINES
         got = await _drain(spool, "a")
         everything = [ln for c in chunks for ln in c] + more
-        assert got == everything[dropped:], "only the oldest were dropped, nothing else"
+        assert got == everything[dropped:], "only the oldest were dropped"
 
 
 async def test_lines_kept_in_memory_are_bounded(
