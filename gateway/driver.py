@@ -47,23 +47,31 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 class SerialOptions(Options):
     """Options every serial driver has: where the port is and how to talk to it."""
 
-    port: str = Field(min_length=1)
-    baudrate: int = Field(default=DEFAULT_BAUDRATE, gt=0)
+    port: str = Field(min_length=1, description="Serial device path; prefer /dev/serial/by-id/….")
+    baudrate: int = Field(default=DEFAULT_BAUDRATE, gt=0, description="Line speed in baud.")
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
     stopbits: Literal[1, 2] = 1
-    max_frame_bytes: Size = DEFAULT_MAX_FRAME_BYTES
-    stale_after: Duration | None = None
-    """Raise a staleness alarm and reopen the port when no valid frame came for this long."""
+    max_frame_bytes: Size = Field(
+        default=DEFAULT_MAX_FRAME_BYTES, description="A longer frame is discarded and counted."
+    )
+    stale_after: Duration | None = Field(
+        default=None,
+        description="Reopen the port and flag the device stale after this long without a valid frame.",
+    )
 
 
 class MqttOptions(Options):
     """Options every MQTT driver has: which broker, which topics, which QoS."""
 
-    broker: str = "default"
-    topics: list[str] = Field(min_length=1)
-    qos: Literal[0, 1, 2] = 1
-    max_payload_bytes: Size = DEFAULT_MAX_PAYLOAD_BYTES
+    broker: str = Field(default="default", description="The [brokers.<name>] table to use.")
+    topics: list[str] = Field(
+        min_length=1, description="Topic patterns: + and # wildcards, {name} levels become tags."
+    )
+    qos: Literal[0, 1, 2] = Field(default=1, description="Subscription QoS.")
+    max_payload_bytes: Size = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, description="A larger payload is rejected unread."
+    )
 
     @field_validator("topics")
     @classmethod

@@ -259,9 +259,7 @@ async def _write_chunks(path: Path, n: int) -> list[list[str]]:
     return chunks
 
 
-def _check_salvaged(
-    got: list[str], chunks: list[list[str]], lost: int, tmp_path: Path
-) -> None:
+def _check_salvaged(got: list[str], chunks: list[list[str]], lost: int, tmp_path: Path) -> None:
     # Every chunk came back whole or not at all, in order; the loss matches the count.
     remaining = [c for c in chunks if c[0] in got]
     assert got == [ln for c in remaining for ln in c]

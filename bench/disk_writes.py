@@ -1,0 +1,182 @@
+"""Disk writes at a steady 100 readings/s with the default 200 ms commit window (SD-card wear).
+
+Runs the spool in this process for ``--seconds`` (25) per configuration, a producer adding
+one realistic line every 10 ms, after a 3 s warm-up:
+
+* ``spool``: the spool alone (no sink, its cursor never moves): group commits only;
+* ``spool+local``: the default gateway (no InfluxDB): the spool plus a ``LocalSink`` whose
+  store (readings.db, ``synchronous = full``) takes a batch every second, and the spool's
+  cursor update (ack) after each batch;
+* ``spool+remote``: the spool plus a remote sink that accepts every batch at once (as
+  InfluxDB would): the spool's commits and acks, no local store.
+
+Counted over the window: write syscalls and bytes from /proc/self/io (``syscw``,
+``wchar``, and ``write_bytes`` — bytes of page cache dirtied, i.e. what reaches the
+storage), and with strace (if installed) the fsync/fdatasync and write calls per second.
+
+    python bench/disk_writes.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import line_of, proc_io, use_test_helpers, wait_quiet, write_result
+
+use_test_helpers()
+
+from gateway.logging import configure  # noqa: E402
+from gateway.sinks.base import DeliveryLoop, Outcome, Sink, Verdict  # noqa: E402
+from gateway.sinks.local import LocalSink, LocalStore  # noqa: E402
+from gateway.spool import Spool  # noqa: E402
+
+TRACED = ("fsync", "fdatasync", "write", "pwrite64", "writev", "pwritev", "pwritev2")
+DEVICES = 100
+
+
+class AcceptingSink(Sink):
+    """A remote sink that takes every batch at once (no network): only its spool acks count."""
+
+    name = "remote"
+    batch_size = 5000
+    flush_interval = 1.0
+
+    async def write(self, lines: list[str]) -> Outcome:
+        return Outcome(Verdict.OK)
+
+
+async def produce(spool: Spool, rate: float) -> None:
+    """``rate`` lines per second, evenly spaced, on an absolute schedule."""
+    interval = 1.0 / rate
+    i = 0
+    start = time.monotonic()
+    t_ns = time.time_ns()
+    while True:
+        spool.add(line_of(i, i % DEVICES, t_ns + i * int(interval * 1e9)))
+        i += 1
+        await asyncio.sleep(max(0.0, start + i * interval - time.monotonic()))
+
+
+def start_strace(out: Path) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("strace")
+    if exe is None:
+        return None
+    import os
+
+    proc = subprocess.Popen(
+        [exe, "-f", "-c", "-e", "trace=" + ",".join(TRACED), "-o", str(out), "-p",
+         str(os.getpid())],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return proc
+
+
+def stop_strace(proc: subprocess.Popen[bytes] | None, out: Path) -> dict[str, int] | None:
+    if proc is None:
+        return None
+    proc.send_signal(signal.SIGINT)
+    proc.wait(10)
+    calls: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        if parts and parts[-1] in TRACED and len(parts) >= 5:
+            calls[parts[-1]] = int(parts[3])
+    return calls
+
+
+async def steady(tmp: Path, mode: str, seconds: float, rate: float) -> dict[str, Any]:
+    sinks: list[Sink] = []
+    if mode == "spool+local":
+        sinks.append(LocalSink(LocalStore(tmp / "readings.db")))
+    elif mode == "spool+remote":
+        sinks.append(AcceptingSink())
+    spool = Spool(tmp / "spool.db", [s.name for s in sinks])
+    await spool.open()
+    for sink in sinks:
+        await sink.start()
+    tasks = [asyncio.create_task(spool.run_commits()), asyncio.create_task(produce(spool, rate))]
+    tasks += [asyncio.create_task(DeliveryLoop(s, spool).run()) for s in sinks]
+    await asyncio.sleep(3.0)  # warm-up: files created, first batches written
+    strace_out = tmp / "strace.txt"
+    tracer = start_strace(strace_out)
+    await asyncio.sleep(1.0)  # let strace attach to every thread
+    io0, committed0, t0 = proc_io(), spool.stats.committed, time.monotonic()
+    commits0 = spool.stats.commits
+    await asyncio.sleep(seconds)
+    io1, committed1, t1 = proc_io(), spool.stats.committed, time.monotonic()
+    commits1 = spool.stats.commits
+    calls = await asyncio.to_thread(stop_strace, tracer, strace_out)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for sink in sinks:
+        await sink.close()
+    await spool.close()
+    window = t1 - t0
+    readings = committed1 - committed0
+
+    def per_s(key: str) -> float:
+        return round((io1[key] - io0[key]) / window, 1)
+
+    result: dict[str, Any] = {
+        "mode": mode,
+        "window_s": round(window, 2),
+        "readings_per_s": round(readings / window, 1),
+        "spool_commits_per_s": round((commits1 - commits0) / window, 2),
+        "write_syscalls_per_s": per_s("syscw"),
+        "written_bytes_per_s": per_s("wchar"),
+        "storage_write_bytes_per_s": per_s("write_bytes"),
+        "storage_write_bytes_per_reading": round(
+            (io1["write_bytes"] - io0["write_bytes"]) / max(readings, 1), 1
+        ),
+        "storage_write_mb_per_day": round(per_s("write_bytes") * 86400 / 1e6, 1),
+    }
+    if calls is not None:
+        syncs = calls.get("fsync", 0) + calls.get("fdatasync", 0)
+        writes = sum(v for k, v in calls.items() if k not in ("fsync", "fdatasync"))
+        result["strace_calls"] = calls
+        result["fsyncs_per_s"] = round(syncs / window, 2)
+        result["strace_writes_per_s"] = round(writes / window, 1)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=25.0)
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--modes", nargs="+", default=["spool", "spool+local", "spool+remote"])
+    args = ap.parse_args()
+    configure("warning", "console")
+    quiet = wait_quiet()
+    runs = []
+    for mode in args.modes:
+        # On the project's disk, not a tmpfs: write_bytes only counts real storage.
+        with tempfile.TemporaryDirectory(prefix="bench-disk-", dir=Path(__file__).parent) as tmp:
+            r = asyncio.run(steady(Path(tmp), mode, args.seconds, args.rate))
+        runs.append(r)
+        fsync = f", {r['fsyncs_per_s']} fsync/s" if "fsyncs_per_s" in r else ""
+        print(
+            f"{mode:13s} {r['readings_per_s']} readings/s: {r['write_syscalls_per_s']} write "
+            f"syscalls/s{fsync}, {r['written_bytes_per_s'] / 1024:.1f} KiB/s written, "
+            f"{r['storage_write_bytes_per_s'] / 1024:.1f} KiB/s to storage "
+            f"({r['storage_write_bytes_per_reading']} B/reading, "
+            f"{r['storage_write_mb_per_day']} MB/day)"
+        )
+    write_result("disk_writes", {"machine_load": quiet, "runs": runs})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
