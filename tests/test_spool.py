@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -221,7 +222,7 @@ async def test_max_age_drops_old_chunks(tmp_path: Path) -> None:
         age = await spool.oldest_age()
         assert age is not None
         assert age < 0.2
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         await _commit(spool, new)
         assert spool.stats.dropped == {"a:max_age": 5}
         assert spool.behind("a") == 5
