@@ -244,69 +244,124 @@ def run_once(
     return result
 
 
+def run_baseline(tmp: Path, kind: str, qos: int, messages: int, devices: int) -> dict[str, Any]:
+    """A subscriber that only counts (paho alone, or aiomqtt as the gateway uses it)."""
+    mosq = QuietMosquitto(tmp / "mosquitto", extra_conf="max_queued_messages 0\n").start()
+    sub = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "_subscriber.py"), kind, "--port", str(mosq.port),
+         "--qos", str(qos), "--messages", str(messages)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    pub: subprocess.Popen[str] | None = None
+    try:
+        assert sub.stdout is not None
+        if sub.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{kind} subscriber did not start")
+        pub = start_publisher(mosq.port, qos, messages, devices)
+        assert pub.stdin is not None and pub.stdout is not None
+        pub.stdin.write("go\n")
+        pub.stdin.flush()
+        got = json.loads(sub.stdout.readline())
+        pub_result = json.loads(pub.stdout.readline())
+        pub.wait(30)
+        sub.wait(30)
+    finally:
+        for proc in (pub, sub):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        mosq.stop()
+    elapsed = got["t_last"] - pub_result["t_start"]
+    return {
+        "subscriber": kind,
+        "qos": qos,
+        "messages": got["received"],
+        "messages_per_s": round(got["received"] / elapsed),
+        "cpu_us_per_message": round(got["cpu_s"] / got["received"] * 1e6, 2),
+        "peak_rss_mb": got["peak_rss_mb"],
+        "publish_rate_per_s": round(messages / (pub_result["t_end"] - pub_result["t_start"])),
+    }
+
+
 # --- py-spy profile summary ---------------------------------------------------------------
 
 # Stages of the hot path, matched against a frame's "function (file)" text; a sample is
 # charged to the stage of its innermost frame that matches one (stdlib frames such as
-# json/decoder.py fall through to their caller's stage).
+# json/decoder.py fall through to their caller's stage), except that anything under
+# aiomqtt's message iterator is charged to it (it creates a task and runs asyncio.wait
+# for every message).
+ITERATOR = "aiomqtt message iterator (task + asyncio.wait per message)"
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("json driver decode", ("devices/json/", "devices/_parsing")),
     ("normalize", ("gateway/normalize.py",)),
     ("field types", ("gateway/fieldtypes.py",)),
     ("line protocol encode", ("gateway/lineprotocol.py",)),
-    ("pipeline submit (glue)", ("gateway/pipeline.py", "gateway/metrics.py")),
-    ("spool (add, commit thread: sqlite + zlib)", ("gateway/spool.py",)),
-    ("influx sink: gzip", ("gzip.py", "zlib")),
+    ("pipeline submit (glue, Reading objects)", ("gateway/pipeline.py", "gateway/metrics.py",
+                                                 "gateway/reading.py", "__create_fn__")),
+    ("spool", ("gateway/spool.py",)),
+    ("influx sink: gzip level 9 (influxdb-client)", ("gzip.py", "zlib")),
     ("influx sink: influxdb-client", ("influxdb_client/",)),
     ("influx sink: aiohttp/http", ("aiohttp/", "multidict", "yarl")),
     ("sink delivery loop", ("gateway/sinks/",)),
     ("mqtt hub dispatch", ("gateway/mqtt_hub.py",)),
-    ("mqtt client (paho via aiomqtt)", ("paho/", "aiomqtt/")),
+    ("paho (packet read, topic matcher, callbacks)", ("paho/",)),
+    ("aiomqtt (other)", ("aiomqtt/",)),
     ("asyncio event loop", ("asyncio/", "selectors.py")),
     ("logging (structlog)", ("structlog/", "gateway/logging.py")),
+    ("status file / housekeeping", ("gateway/runtime.py", "json/encoder.py")),
     ("threads (executor plumbing)", ("concurrent/futures", "threading.py")),
-]
+]  # fmt: skip
+# Leaves where a thread waits rather than computes (py-spy's idle detection does not
+# see through them here): left out of the shares.
+IDLE_LEAVES = ("EpollSelector.select (selectors.py)", "_worker (concurrent/futures/thread.py)",
+               "wait (threading.py)")  # fmt: skip
 
 
-def _stage(frame: str) -> str | None:
-    for name, needles in STAGES:
-        if any(n in frame for n in needles):
-            return name
-    return None
+def _stage(frames: list[str]) -> str:
+    if any("MessagesIterator.__anext__" in f for f in frames):
+        return ITERATOR
+    for frame in reversed(frames):
+        for name, needles in STAGES:
+            if any(n in frame for n in needles):
+                return name
+    return "other"
 
 
 def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
+    """Shares of the event-loop thread's busy samples, by stage and by function."""
     stages: collections.Counter[str] = collections.Counter()
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
-    total = 0
+    total = idle = 0
     for raw in path.read_text().splitlines():
         stack, _, count_text = raw.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = stack.split(";")
-        if frames and frames[0].startswith("thread "):
-            thread, frames = frames[0], frames[1:]
-        else:
-            thread = "?"
+        frames = [_short(f) for f in stack.split(";")]
+        thread = frames.pop(0) if frames and frames[0].startswith("thread ") else "?"
+        if frames and frames[-1] in IDLE_LEAVES:
+            if "MainThread" in thread:
+                idle += count
+            continue
+        threads[thread.split(": ", 1)[-1]] += count
+        if "MainThread" not in thread:
+            continue
         total += count
-        threads[thread] += count
-        frames = [_short(f) for f in frames]
-        if frames:
-            self_time[frames[-1]] += count
+        self_time[frames[-1]] += count
         for f in set(frames):
             inclusive[f] += count
-        stage = next((s for f in reversed(frames) if (s := _stage(f)) is not None), "other")
-        stages[stage] += count
+        stages[_stage(frames)] += count
 
     def share(c: collections.Counter[str], n: int | None = None) -> list[tuple[str, float]]:
-        return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(n)]
+        return [(k, round(100.0 * v / max(total, 1), 1)) for k, v in c.most_common(n)]
 
     return {
-        "samples": total,
-        "threads_pct": share(threads),
+        "event_loop_busy_samples": total,
+        "event_loop_idle_samples": idle,
+        "busy_samples_by_thread": dict(threads),
         "stages_pct": share(stages),
         "self_pct": share(self_time, top),
         "inclusive_pct": share(inclusive, top),
@@ -356,32 +411,50 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--qos", type=int, nargs="+", default=[0, 1], choices=(0, 1))
     ap.add_argument("--profile", action="store_true", help="add a py-spy run at QoS 0")
+    ap.add_argument(
+        "--no-baselines", action="store_true", help="skip the count-only paho/aiomqtt subscribers"
+    )
     args = ap.parse_args()
 
     quiet = wait_quiet()
     runs: list[dict[str, Any]] = []
     profile: dict[str, Any] | None = None
+    baselines: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         for qos in args.qos:
             result = run_once(tmp / f"qos{qos}", qos, args.messages, args.devices)
             print_run(result)
             runs.append(result)
+        if not args.no_baselines:
+            for qos in args.qos:
+                for kind in ("paho", "aiomqtt"):
+                    b = run_baseline(tmp / f"{kind}{qos}", kind, qos, args.messages, args.devices)
+                    baselines.append(b)
+                    print(
+                        f"baseline, {kind} subscriber that only counts, QoS {qos}: "
+                        f"{b['messages_per_s']:,} messages/s, {b['cpu_us_per_message']} µs CPU/message,"
+                        f" peak RSS {b['peak_rss_mb']} MB"
+                    )
         if args.profile:
             out = tmp / "profile.txt"
             run_once(tmp / "profile", 0, args.messages, args.devices, profile_out=out)
             profile = summarize_profile(out)
             (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
             shutil.copy(out, ROOT / "bench" / "results" / "pipeline-pyspy.txt")
-            print(f"py-spy: {profile['samples']} samples of the gateway (QoS 0 run)")
-            print("  by stage:")
+            print(
+                f"py-spy (QoS 0 run): {profile['event_loop_busy_samples']} busy samples of the "
+                f"event-loop thread ({profile['event_loop_idle_samples']} idle left out); "
+                f"busy samples by thread: {profile['busy_samples_by_thread']}"
+            )
+            print("  event-loop thread by stage:")
             for name, pct in profile["stages_pct"]:
                 print(f"    {pct:5.1f}%  {name}")
             print("  by function (self):")
             for name, pct in profile["self_pct"][:15]:
                 print(f"    {pct:5.1f}%  {name}")
     write_result("pipeline", {"machine_load": quiet, "goals": GOALS, "runs": runs,
-                              "profile": profile})  # fmt: skip
+                              "baselines": baselines, "profile": profile})  # fmt: skip
     return 0
 
 

@@ -283,8 +283,11 @@ def config_from_dict(
         spec = _device(name, raw, drivers, problems)
         if spec is not None:
             devices[name] = spec
-    if top is not None:
-        problems += _cross_checks(top, devices)
+    # Device cross-checks need only the broker names, so they run (and report) even when
+    # another part of the top level is invalid: check-config lists every mistake at once.
+    raw_brokers = data.get("brokers")
+    broker_names = list(raw_brokers) if isinstance(raw_brokers, dict) else []
+    problems += _cross_checks(top, broker_names, devices)
     if problems:
         where = str(sources[0]) if sources else None
         raise ConfigError(problems, source=where)
@@ -413,7 +416,9 @@ def _device(
     return spec
 
 
-def _cross_checks(top: _TopLevel, devices: Mapping[str, DeviceSpec]) -> list[tuple[str, str]]:
+def _cross_checks(
+    top: _TopLevel | None, broker_names: list[str], devices: Mapping[str, DeviceSpec]
+) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     ports: dict[str, str] = {}
     for name, spec in devices.items():
@@ -421,8 +426,8 @@ def _cross_checks(top: _TopLevel, devices: Mapping[str, DeviceSpec]) -> list[tup
             continue
         where = _join("devices", name)
         opts = spec.options
-        if isinstance(opts, MqttOptions) and opts.broker not in top.brokers:
-            hint = _did_you_mean(opts.broker, top.brokers)
+        if isinstance(opts, MqttOptions) and opts.broker not in broker_names:
+            hint = _did_you_mean(opts.broker, broker_names)
             problems.append(
                 (
                     f"{where}.broker",
@@ -436,6 +441,8 @@ def _cross_checks(top: _TopLevel, devices: Mapping[str, DeviceSpec]) -> list[tup
                 problems.append(
                     (f"{where}.port", f'"{opts.port}" is already used by device "{other}"')
                 )
+    if top is None:
+        return problems
     influx = top.sinks.influxdb
     secret_files: list[tuple[str, str | None]] = []
     if influx is not None:
@@ -477,6 +484,21 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+# Keys whose values are secrets: an error about them says the value's kind, never the value.
+_SECRET_KEYS = frozenset({"token", "password"})
+
+
+class _Hidden:
+    """Stands in for a secret in an error message (shown by :func:`_show` via ``repr``)."""
+
+    def __init__(self, value: Any) -> None:
+        kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+        self.kind = kinds.get(type(value), "a value")
+
+    def __repr__(self) -> str:
+        return f"{self.kind} (not shown: it is a secret)"
+
+
 _EXPECTED = {
     "int_type": "expected an integer",
     "int_parsing": "expected an integer",
@@ -511,6 +533,8 @@ def _pydantic_problems(
             path = _join(path, part)
         kind = e["type"]
         given = e.get("input")
+        if loc and loc[-1] in _SECRET_KEYS:
+            given = _Hidden(given)
         if kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             hint = _did_you_mean(str(loc[-1]), parent.model_fields) if parent else ""

@@ -23,6 +23,9 @@ from gateway.spool import Spool
 
 Tap = Callable[[str, Reading], None]
 
+# Series per device whose last arrival time is remembered (see DeviceInput.submit).
+MAX_SERIES_TRACKED = 10_000
+
 
 class Pipeline:
     """Shared state of the hot path: the spool, pinned field types, clock state, taps."""
@@ -55,7 +58,9 @@ class DeviceInput:
         self.stats = DeviceStats()
         self.log = structlog.get_logger("gateway.device").bind(device=name)
         self._limit = RateLimit()
-        self._last_arrival_ns = 0
+        # Last arrival stamp per series of this device, keyed by the driver's tags (a
+        # device with a {sensor} topic level is many series). Bounded like the routes.
+        self._last_arrival: dict[tuple[tuple[str, str], ...], int] = {}
 
     def submit(self, samples: Iterable[RawSample], now_ns: int | None = None, **where: str) -> int:
         """Normalize and spool ``samples``; return how many readings were accepted."""
@@ -67,14 +72,20 @@ class DeviceInput:
         accepted = 0
         step = pipeline.time_step_ns
         for sample in samples:
+            stamp = now_ns
             if sample.time_ns is None:
-                # Readings without a device time are stamped on arrival. Several can arrive
-                # in one read (a burst of lines, a backlog of messages); a point's identity
-                # is measurement + tags + time, so each gets its own instant, at least
-                # time_resolution after the previous one.
-                now_ns = max(now_ns, self._last_arrival_ns + step)
-                self._last_arrival_ns = now_ns
-            result = self.normalizer.apply(sample, now_ns)
+                # Readings without a device time are stamped on arrival. Several of one
+                # series can arrive in one read (a burst of lines, a backlog of messages);
+                # a point's identity is measurement + tags + time, so each gets its own
+                # instant, at least time_resolution after the previous one of its series.
+                key = tuple(sample.tags.items()) if sample.tags else ()
+                last = self._last_arrival.get(key, 0)
+                if stamp < last + step:
+                    stamp = last + step
+                elif len(self._last_arrival) >= MAX_SERIES_TRACKED:
+                    self._last_arrival.clear()
+                self._last_arrival[key] = stamp
+            result = self.normalizer.apply(sample, stamp)
             for field_name, reason in result.dropped:
                 stats.drop_field(reason)
                 self._warn(reason, "field dropped", field=field_name, reason=reason, **where)
@@ -130,4 +141,6 @@ class DeviceInput:
             suppressed = self._limit.take_suppressed(key)
             if suppressed:
                 fields["suppressed_since_last"] = suppressed
+            # Every warning names its counter key, so logs and status.json line up.
+            fields.setdefault("reason", key)
             self.log.warning(message, **fields)

@@ -310,7 +310,10 @@ class Spool:
             # cancelled meanwhile (shutdown): memory must match the file.
             fut = self._submit(self._commit_sync, lines)
             fut.add_done_callback(lambda f: self._committed(lines, f))
-            result: _CommitResult = await asyncio.shield(fut)
+            try:
+                result: _CommitResult = await asyncio.shield(fut)
+            except (sqlite3.Error, OSError):
+                return 0  # reported and requeued by _committed
             return 0 if result.error is not None else len(lines)
 
     def _committed(self, lines: list[str], fut: asyncio.Future[_CommitResult]) -> None:
@@ -354,6 +357,10 @@ class Spool:
     def behind(self, sink: str) -> int:
         """Committed lines the sink has not confirmed yet."""
         return self._sinks[sink].behind
+
+    def position(self, sink: str) -> Position:
+        """Where the sink's next read starts (moved by its acks, and by drops passing it)."""
+        return self._sinks[sink].position
 
     def waiting_since(self, sink: str) -> float:
         """Monotonic time since which the sink has had undelivered lines."""

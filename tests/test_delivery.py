@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import structlog
+from pydantic import SecretStr
 from servers import Answer, FakeInfluxServer
 
 from gateway.backoff import Backoff
@@ -56,7 +57,7 @@ class Rig:
     async def drained(self) -> None:
         """Wait (at most 15 s) until the spool has nothing left for the sink."""
         async with asyncio.timeout(15):
-            while self.spool.behind(SINK):  # noqa: ASYNC110 - polling a counter
+            while self.spool.behind(SINK):
                 await asyncio.sleep(0.02)
 
     async def dead(self) -> list[str]:
@@ -409,7 +410,7 @@ async def test_unreachable_server_is_retried(tmp_path: Path) -> None:
     fake = FakeInfluxServer()
     url = fake.url
     fake.close()
-    section = InfluxSection(url=url, org="o", bucket="b", token=TOKEN, timeout=1.0)
+    section = InfluxSection(url=url, org="o", bucket="b", token=SecretStr(TOKEN), timeout=1.0)
     sink = InfluxSink(section)
     await sink.start()  # must not fail with the server down
     try:

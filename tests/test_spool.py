@@ -9,7 +9,6 @@ import random
 import sqlite3
 import string
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any

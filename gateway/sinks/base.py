@@ -20,7 +20,7 @@ from enum import Enum
 import structlog
 
 from gateway.backoff import Backoff
-from gateway.spool import Spool
+from gateway.spool import Position, Spool
 
 log = structlog.get_logger("gateway.sink")
 
@@ -112,21 +112,23 @@ class DeliveryLoop:
         while True:
             await self.spool.wait_for_data(name)
             await self._wait_for_batch()
+            start = self.spool.position(name)
             batch = await self.spool.read(name, self.sink.batch_size)
             if batch is None:
                 continue
-            await self._settle(batch.lines)
-            await self.spool.ack(name, batch)
+            if await self._settle(batch.lines, start):
+                await self.spool.ack(name, batch)
 
     async def drain(self) -> None:
         """Deliver until nothing is left (used at shutdown, under a timeout)."""
         name = self.sink.name
         while self.spool.behind(name):
+            start = self.spool.position(name)
             batch = await self.spool.read(name, self.sink.batch_size)
             if batch is None:
                 return
-            await self._settle(batch.lines)
-            await self.spool.ack(name, batch)
+            if await self._settle(batch.lines, start):
+                await self.spool.ack(name, batch)
 
     async def _wait_for_batch(self) -> None:
         """Wait until a full batch is there or the oldest line is ``flush_interval`` old."""
@@ -141,8 +143,13 @@ class DeliveryLoop:
                 return
             await asyncio.sleep(min(remaining, 0.05))
 
-    async def _settle(self, lines: list[str]) -> None:
-        """Write ``lines`` until each one is either written or dead-lettered."""
+    async def _settle(self, lines: list[str], start: Position | None = None) -> bool:
+        """Write ``lines`` until each one is either written or dead-lettered.
+
+        Returns False, leaving the batch unacknowledged, when the spool dropped lines of
+        it (cap or age) while it was being retried: those are counted as dropped, so they
+        are not sent any more; the loop reads on from the cursor, which the drop moved.
+        """
         pending: list[list[str]] = [lines]
         while pending:
             part = pending.pop()
@@ -185,8 +192,12 @@ class DeliveryLoop:
                 )
                 pending.append(part)
                 await asyncio.sleep(delay)
+                if self._dropped_meanwhile(start):
+                    return False
             else:  # CONFIG
                 self._failed("config")
+                # What to fix, for `sensor-gateway status`: the log says it only rarely.
+                self.stats.last_error = outcome.reason or "config"
                 self.stats.state = "blocked"
                 delay = self._config_backoff.next()
                 now = time.monotonic()
@@ -200,6 +211,19 @@ class DeliveryLoop:
                     )
                 pending.append(part)
                 await asyncio.sleep(delay)
+                if self._dropped_meanwhile(start):
+                    return False
+        return True
+
+    def _dropped_meanwhile(self, start: Position | None) -> bool:
+        if start is None or self.spool.position(self.sink.name) == start:
+            return False
+        self._log.info(
+            "readings of the batch being retried were dropped from the spool meanwhile; "
+            "reading on from what is left",
+            batch_start=f"{start.chunk_id}:{start.line}",
+        )
+        return True
 
     def _ok(self, count: int) -> None:
         if self.stats.state in ("blocked", "retrying"):

@@ -16,6 +16,7 @@ Secrets (token, password) never appear in a log line, a reason, a URL or a repr.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import gzip
 import json
@@ -241,8 +242,8 @@ class InfluxSink(Sink):
         secret = self._secret.get_secret_value()
         if s.username:
             # Basic auth in a header, not u=/p= in the URL: URLs end up in error texts.
-            value = aiohttp.BasicAuth(s.username, secret).encode()
-            self._auth = SecretStr(value)
+            pair = base64.b64encode(f"{s.username}:{secret}".encode()).decode("ascii")
+            self._auth = SecretStr(f"Basic {pair}")
         elif secret:
             self._auth = SecretStr(f"Token {secret}")
         else:
