@@ -96,6 +96,9 @@ class InfluxSection(Options):
     @model_validator(mode="after")
     def _api_fields(self) -> InfluxSection:
         problems = []
+        if "@" in self.url.split("//", 1)[-1].split("/", 1)[0]:
+            # Keeps secrets out of the URL, which is logged and shown by check-config.
+            problems.append("put credentials in token / username / password, not in the url")
         if self.api == "v2" and not self.bucket:
             problems.append('"bucket" is required when api = "v2"')
         if self.api == "v1" and not self.database:
