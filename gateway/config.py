@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.normalize import NormalizeConfig
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 
 from gateway.driver import Driver, MqttOptions, SerialOptions
 from gateway.errors import ConfigError
+from gateway.normalize import NormalizeConfig
 from gateway.options import Duration, Options, Size
 
 # Defaults, and where the numbers come from.

@@ -38,7 +38,7 @@ async def run_serial_device(driver: SerialDriver[Any], entry: DeviceInput) -> No
             exclusive=True,
         )
     except (serial.SerialException, OSError, ValueError) as err:
-        raise DeviceUnavailable(f"cannot open serial port {opts.port}: {err}") from err
+        raise DeviceUnavailable(f"cannot open serial port: {err}") from err
     entry.stats.state = "running"
     entry.log.info("serial port opened", port=opts.port, baudrate=opts.baudrate)
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ class Running:
 
     gateway: Gateway
     task: asyncio.Task[None]
-    logs: list[dict[str, Any]]
+    logs: list[MutableMapping[str, Any]]
     state_dir: Path
 
     async def until(self, predicate: Callable[[], bool], what: str) -> None:
@@ -67,7 +67,7 @@ class Running:
     def points_written(self) -> int:
         return sum(loop.stats.points_written for loop in self.gateway.loops)
 
-    def warnings(self, device: str) -> list[dict[str, Any]]:
+    def warnings(self, device: str) -> list[MutableMapping[str, Any]]:
         return [e for e in self.logs if e["log_level"] == "warning" and e.get("device") == device]
 
     def status_file(self) -> dict[str, Any]:

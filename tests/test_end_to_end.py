@@ -398,7 +398,8 @@ def test_a_failing_device_never_affects_another(
     for attempt, event in enumerate(ghost[:6]):
         top = min(ceiling, initial * 2**attempt)
         assert top / 2 - 0.05 <= event["retry_in_s"] <= top + 0.05, (attempt, event)
-        assert f"cannot open serial port {missing}" in event["reason"]
+        assert "cannot open serial port" in event["reason"]
+        assert str(missing) in event["reason"]
         assert event["level"] == "warning"
     # The unplug is noticed, logged with the device's name, and counted as a restart.
     unplug = _retry_events(gw, "unplugged")[0]
@@ -411,13 +412,15 @@ def test_a_failing_device_never_affects_another(
     )
     assert ghost_status["restarts"] == len(ghost)
     assert ghost_status["state"] == "waiting"
-    assert f"cannot open serial port {missing}" in ghost_status["last_error"]
+    assert "cannot open serial port" in ghost_status["last_error"]
+    assert str(missing) in ghost_status["last_error"]
     assert unplugged_status["restarts"] >= 1
     assert unplugged_pty.path in unplugged_status["last_error"]
     assert unplugged_status["readings"] == 5
     assert (healthy_status["restarts"], healthy_status["readings"]) == (0, 10)
     text = gw.cli("status").stdout
-    assert f"last error: cannot open serial port {missing}" in text
+    assert "last error: cannot open serial port" in text
+    assert str(missing) in text
 
 
 # --- a third-party driver package -------------------------------------------------------------
@@ -435,8 +438,7 @@ def _pip(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def example_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The example driver package, pip-installed (uninstalled afterwards); yields its source."""
-    if not (EXAMPLE_DRIVER / "pyproject.toml").exists():
-        pytest.skip(f"{EXAMPLE_DRIVER} is not there")
+    assert (EXAMPLE_DRIVER / "pyproject.toml").exists()
     # Build from a copy: pip builds in-tree and would leave build/ and *.egg-info behind.
     src = tmp_path_factory.mktemp("example-driver") / EXAMPLE_DRIVER.name
     shutil.copytree(

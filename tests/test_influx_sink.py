@@ -96,7 +96,9 @@ def test_safe_url_drops_credentials_and_query() -> None:
 
 
 def test_describe_and_repr_never_show_secrets(tmp_path: Path) -> None:
-    v2 = _sink("http://u:pw@h:8086", token="s3cr3t-token")
+    with pytest.raises(ValueError, match="not in the url"):
+        _sink("http://u:pw@h:8086", token="s3cr3t-token")
+    v2 = _sink("http://h:8086", token="s3cr3t-token")
     v1 = _sink("http://h:8086", api="v1", database="db", username="u", password="pass-w0rd")
     for sink in (v2, v1):
         for text in (sink.describe(), repr(sink)):

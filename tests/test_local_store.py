@@ -304,7 +304,7 @@ async def test_sink_applies_retention_when_it_starts(db_path: Path) -> None:
     await sink.start()
     try:
         async with asyncio.timeout(5):
-            while count(db_path, "sample") != 1:  # noqa: ASYNC110 - a file has no event
+            while count(db_path, "sample") != 1:
                 await asyncio.sleep(0.01)
     finally:
         await sink.close()
