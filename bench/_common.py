@@ -180,6 +180,19 @@ def machine() -> dict[str, Any]:
 # --- results ----------------------------------------------------------------------------
 
 
+def source_state() -> dict[str, Any]:
+    """The commit measured, and which files of the package differed from it."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+        )
+        return out.stdout.rstrip("\n")
+
+    changed = git("status", "--porcelain", "--", "gateway", "devices").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": [c[3:] for c in changed]}
+
+
 def write_result(name: str, data: dict[str, Any]) -> Path:
     """Write ``bench/results/<name>.json`` (with machine facts and a timestamp)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -189,6 +202,7 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(["python", *sys.argv]),
         "machine": machine(),
+        "source": source_state(),
         **data,
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")

@@ -20,14 +20,21 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
-def build(n: int, devices: int, prefix: str) -> list[tuple[str, bytes]]:
+def build(
+    n: int, devices: int, prefix: str, shard: int = 0, shards: int = 1
+) -> list[tuple[str, bytes]]:
+    """Messages ``0 … n-1`` round-robin over the devices; of those, the ones of this shard's
+    devices (device % shards == shard)."""
     base_us = time.time_ns() // 1000
     topics = [f"{prefix}/sensor-{d}/state" for d in range(devices)]
     out: list[tuple[str, bytes]] = []
     for i in range(n):
         device, seq = i % devices, i // devices
+        if device % shards != shard:
+            continue
         body = {
             "temperature": round(18.0 + (i % 997) / 100.0, 2),
             "humidity": round(35.0 + (i % 613) / 20.0, 1),
@@ -46,11 +53,17 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--prefix", default="bench")
     ap.add_argument("--inflight", type=int, default=1000)
+    ap.add_argument("--shard", type=int, default=0)
+    ap.add_argument("--shards", type=int, default=1)
     args = ap.parse_args()
 
-    messages = build(args.messages, args.devices, args.prefix)
+    messages = build(args.messages, args.devices, args.prefix, args.shard, args.shards)
     acked = 0
     all_acked = threading.Event()
+    # QoS 1: at most --inflight messages unacknowledged. Bounded here, not with paho's
+    # max_inflight_messages_set(): paho's queue rescans every in-flight message on each
+    # PUBACK, and more than 65,535 queued messages would reuse message ids.
+    window = threading.BoundedSemaphore(args.inflight)
     connected = threading.Event()
 
     def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
@@ -59,13 +72,16 @@ def main() -> int:
     def on_publish(client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         nonlocal acked
         acked += 1
-        if acked >= args.messages:
+        window.release()
+        if acked >= len(messages):
             all_acked.set()
 
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id="bench-publisher", protocol=mqtt.MQTTv311
+        CallbackAPIVersion.VERSION2,
+        client_id=f"bench-publisher-{args.shard}",
+        protocol=mqtt.MQTTv311,
     )
-    client.max_inflight_messages_set(args.inflight)
+    client.max_inflight_messages_set(0)  # no limit in paho: the window above bounds it
     client.max_queued_messages_set(0)
     client.on_connect = on_connect
     if args.qos:
@@ -83,8 +99,14 @@ def main() -> int:
     info = None
     qos = args.qos
     publish = client.publish
-    for topic, payload in messages:
-        info = publish(topic, payload, qos)
+    if qos:
+        acquire = window.acquire
+        for topic, payload in messages:
+            acquire()
+            info = publish(topic, payload, qos)
+    else:
+        for topic, payload in messages:
+            info = publish(topic, payload, qos)
     t_queued = time.monotonic()
     assert info is not None
     if qos:

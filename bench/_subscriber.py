@@ -11,16 +11,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 def report(first: float, last: float, n: int, cpu: float) -> None:
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork + exec.
+    rss_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmHWM:")
+    )
     print(json.dumps({"t_first": first, "t_last": last, "received": n,
                       "cpu_s": round(cpu, 3), "peak_rss_mb": round(rss_kib / 1024, 1)}),
           flush=True)  # fmt: skip
@@ -48,7 +54,7 @@ def run_paho(port: int, topic: str, qos: int, n: int) -> None:
             report(first, time.monotonic(), count, time.process_time() - cpu0)
             client.disconnect()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paho-sub")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-paho-sub")
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message

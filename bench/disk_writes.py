@@ -72,13 +72,12 @@ def start_strace(out: Path) -> subprocess.Popen[bytes] | None:
         return None
     import os
 
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [exe, "-f", "-c", "-e", "trace=" + ",".join(TRACED), "-o", str(out), "-p",
          str(os.getpid())],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    return proc
 
 
 def stop_strace(proc: subprocess.Popen[bytes] | None, out: Path) -> dict[str, int] | None:

@@ -49,7 +49,9 @@ def config(ptys: list[SerialPty], mqtt_port: int, influx_url: str | None) -> dic
     return cfg
 
 
-def measure(tmp: Path, name: str, influx_url: str | None, mqtt_port: int, settle: float) -> dict[str, Any]:
+def measure(
+    tmp: Path, name: str, influx_url: str | None, mqtt_port: int, settle: float
+) -> dict[str, Any]:
     ptys = [SerialPty() for _ in range(10)]
     gw = GatewayProcess(tmp / name, config(ptys, mqtt_port, influx_url))
     try:
@@ -63,7 +65,9 @@ def measure(tmp: Path, name: str, influx_url: str | None, mqtt_port: int, settle
         cpu = cpu_seconds(pid)
         smaps = Path(f"/proc/{pid}/smaps_rollup").read_text()
         anon = next(int(ln.split()[1]) for ln in smaps.splitlines() if ln.startswith("Anonymous:"))
-        modules = len([ln for ln in Path(f"/proc/{pid}/maps").read_text().splitlines() if ".so" in ln])
+        modules = len(
+            [ln for ln in Path(f"/proc/{pid}/maps").read_text().splitlines() if ".so" in ln]
+        )
         status = gw.status()
         connected = all(b["state"] == "connected" for b in status["brokers"].values())
         states: dict[str, int] = {}

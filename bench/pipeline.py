@@ -111,20 +111,57 @@ def gateway_config(mqtt_port: int, vm_url: str, devices: int, qos: int) -> dict[
     }
 
 
-def start_publisher(port: int, qos: int, messages: int, devices: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "_publisher.py"), "--port", str(port),
-         "--qos", str(qos), "--messages", str(messages), "--devices", str(devices)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if line != "ready":
-        proc.kill()
-        raise RuntimeError(f"publisher did not start: {line!r}")
-    return proc
+class Publishers:
+    """``count`` publisher processes, each for its share of the devices, started together."""
+
+    def __init__(self, port: int, qos: int, messages: int, devices: int, count: int = 1) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        for shard in range(count):
+            proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "_publisher.py"), "--port", str(port),
+                 "--qos", str(qos), "--messages", str(messages), "--devices", str(devices),
+                 "--shard", str(shard), "--shards", str(count)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            self.procs.append(proc)
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            if line != "ready":
+                self.kill()
+                raise RuntimeError(f"publisher did not start: {line!r}")
+
+    def go(self) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def results(self, timeout: float = 120.0) -> dict[str, Any] | None:
+        """Combined timings (first start, last end, CPU summed); None if one failed."""
+        got = []
+        for proc in self.procs:
+            out_text, _ = proc.communicate(timeout=timeout)
+            lines = out_text.strip().splitlines()
+            doc = json.loads(lines[-1]) if lines else {}
+            if "t_start" not in doc:
+                return None
+            got.append(doc)
+        return {
+            "t_start": min(d["t_start"] for d in got),
+            "t_end": max(d["t_end"] for d in got),
+            "cpu_s": round(sum(d["cpu_s"] for d in got), 3),
+            "published": sum(d["published"] for d in got),
+            "example": got[0]["example"],
+        }
 
 
 def start_pyspy(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -138,19 +175,24 @@ def start_pyspy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def run_once(
-    tmp: Path, qos: int, messages: int, devices: int, profile_out: Path | None = None
+    tmp: Path,
+    qos: int,
+    messages: int,
+    devices: int,
+    publishers: int = 1,
+    profile_out: Path | None = None,
 ) -> dict[str, Any]:
     mosq = QuietMosquitto(tmp / "mosquitto", extra_conf="max_queued_messages 0\n").start()
     vm = VictoriaMetrics(tmp / "vm").start()
     gw = GatewayProcess(tmp / "gw", gateway_config(mosq.port, vm.url, devices, qos))
-    pub: subprocess.Popen[str] | None = None
+    pub: Publishers | None = None
     spy: subprocess.Popen[bytes] | None = None
     try:
         gw.start()
         gw.wait_for_log("connected to MQTT broker")
         assert gw.proc is not None
         pid = gw.proc.pid
-        pub = start_publisher(mosq.port, qos, messages, devices)
+        pub = Publishers(mosq.port, qos, messages, devices, publishers)
         if profile_out is not None:
             spy = start_pyspy(pid, profile_out)
             time.sleep(1.0)  # let py-spy attach
@@ -161,9 +203,7 @@ def run_once(
         mosq_cpu0, vm_cpu0 = cpu_seconds(mosq.pid), cpu_seconds(vm.pid)
         window = CpuWindow.start()
         t_go = time.monotonic()
-        assert pub.stdin is not None and pub.stdout is not None
-        pub.stdin.write("go\n")
-        pub.stdin.flush()
+        pub.go()
         timeline: list[tuple[float, int, int]] = []
         rows, last_rows, last_change = 0, -1, t_go
         while rows < target:
@@ -182,8 +222,12 @@ def run_once(
         mosq_cpu1, vm_cpu1 = cpu_seconds(mosq.pid), cpu_seconds(vm.pid)
         machine_cpu = window.stop()
         peak_rss = status_kib(pid, "VmHWM")
-        pub_result = json.loads(pub.stdout.readline())
-        pub.wait(30)
+        if rows < target:
+            pub.kill()
+        pub_result = pub.results()
+        if pub_result is None:
+            pub_result = {"t_start": t_go, "t_end": t_done, "cpu_s": 0.0, "example": "",
+                          "error": "publisher did not finish"}  # fmt: skip
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -193,10 +237,11 @@ def run_once(
         gw.stop()
         log = (tmp / "mosquitto" / "mosquitto.log").read_text(errors="replace")
     finally:
-        for proc in (pub, spy):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        if pub is not None:
+            pub.kill()
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+            spy.wait()
         gw.close()
         vm.stop()
         mosq.stop()
@@ -207,12 +252,14 @@ def run_once(
     loop_cpu = threads1.get(pid, 0.0) - threads0.get(pid, 0.0)
     others = gw_cpu - loop_cpu
     ours = gw_cpu + (mosq_cpu1 - mosq_cpu0) + (vm_cpu1 - vm_cpu0) + pub_result["cpu_s"]
-    result = {
+    return {
         "qos": qos,
         "messages": messages,
         "devices": devices,
+        "publishers": publishers,
         "fields_per_message": FIELDS,
         "example_payload": pub_result["example"],
+        "publisher_error": pub_result.get("error"),
         "elapsed_s": round(elapsed, 3),
         "readings_per_s": round(messages / elapsed),
         "publish_s": round(pub_result["t_end"] - t_first, 3),
@@ -241,10 +288,11 @@ def run_once(
         "mosquitto_dropped": "Outgoing messages are being dropped" in log,
         "timeline_s_rows_rsskib": timeline,
     }
-    return result
 
 
-def run_baseline(tmp: Path, kind: str, qos: int, messages: int, devices: int) -> dict[str, Any]:
+def run_baseline(
+    tmp: Path, kind: str, qos: int, messages: int, devices: int, publishers: int = 1
+) -> dict[str, Any]:
     """A subscriber that only counts (paho alone, or aiomqtt as the gateway uses it)."""
     mosq = QuietMosquitto(tmp / "mosquitto", extra_conf="max_queued_messages 0\n").start()
     sub = subprocess.Popen(
@@ -253,24 +301,24 @@ def run_baseline(tmp: Path, kind: str, qos: int, messages: int, devices: int) ->
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    pub: subprocess.Popen[str] | None = None
+    pub: Publishers | None = None
     try:
         assert sub.stdout is not None
         if sub.stdout.readline().strip() != "ready":
             raise RuntimeError(f"{kind} subscriber did not start")
-        pub = start_publisher(mosq.port, qos, messages, devices)
-        assert pub.stdin is not None and pub.stdout is not None
-        pub.stdin.write("go\n")
-        pub.stdin.flush()
+        pub = Publishers(mosq.port, qos, messages, devices, publishers)
+        pub.go()
         got = json.loads(sub.stdout.readline())
-        pub_result = json.loads(pub.stdout.readline())
-        pub.wait(30)
+        pub_result = pub.results()
+        if pub_result is None:
+            raise RuntimeError("publisher failed")
         sub.wait(30)
     finally:
-        for proc in (pub, sub):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        if pub is not None:
+            pub.kill()
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
         mosq.stop()
     elapsed = got["t_last"] - pub_result["t_start"]
     return {
@@ -280,6 +328,7 @@ def run_baseline(tmp: Path, kind: str, qos: int, messages: int, devices: int) ->
         "messages_per_s": round(got["received"] / elapsed),
         "cpu_us_per_message": round(got["cpu_s"] / got["received"] * 1e6, 2),
         "peak_rss_mb": got["peak_rss_mb"],
+        "publishers": publishers,
         "publish_rate_per_s": round(messages / (pub_result["t_end"] - pub_result["t_start"])),
     }
 
@@ -412,6 +461,9 @@ def main() -> int:
     ap.add_argument("--qos", type=int, nargs="+", default=[0, 1], choices=(0, 1))
     ap.add_argument("--profile", action="store_true", help="add a py-spy run at QoS 0")
     ap.add_argument(
+        "--publishers", type=int, default=1, help="publisher processes (devices split between them)"
+    )
+    ap.add_argument(
         "--no-baselines", action="store_true", help="skip the count-only paho/aiomqtt subscribers"
     )
     args = ap.parse_args()
@@ -423,13 +475,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         for qos in args.qos:
-            result = run_once(tmp / f"qos{qos}", qos, args.messages, args.devices)
+            result = run_once(tmp / f"qos{qos}", qos, args.messages, args.devices, args.publishers)
             print_run(result)
             runs.append(result)
         if not args.no_baselines:
             for qos in args.qos:
                 for kind in ("paho", "aiomqtt"):
-                    b = run_baseline(tmp / f"{kind}{qos}", kind, qos, args.messages, args.devices)
+                    b = run_baseline(
+                        tmp / f"{kind}{qos}", kind, qos, args.messages, args.devices,
+                        args.publishers,
+                    )  # fmt: skip
                     baselines.append(b)
                     print(
                         f"baseline, {kind} subscriber that only counts, QoS {qos}: "
@@ -438,7 +493,7 @@ def main() -> int:
                     )
         if args.profile:
             out = tmp / "profile.txt"
-            run_once(tmp / "profile", 0, args.messages, args.devices, profile_out=out)
+            run_once(tmp / "profile", 0, args.messages, args.devices, args.publishers, out)
             profile = summarize_profile(out)
             (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
             shutil.copy(out, ROOT / "bench" / "results" / "pipeline-pyspy.txt")

@@ -25,7 +25,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,8 +61,7 @@ async def build_spool(path: Path, readings: int, chunk: int) -> dict[str, Any]:
         await spool.commit()
     took = time.monotonic() - t0
     await spool.close()
-    size = path.stat().st_size
-    return {"build_s": round(took, 2), "spool_bytes": size, "chunks": spool.stats.commits}
+    return {"build_s": round(took, 2), "chunks": spool.stats.commits}
 
 
 def vm_points(vm: VictoriaMetrics) -> int:
@@ -93,7 +92,9 @@ class Timed:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
 
-    def wrap(self, name: str, fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    def wrap(
+        self, name: str, fn: Callable[..., Coroutine[Any, Any, T]]
+    ) -> Callable[..., Coroutine[Any, Any, T]]:
         async def timed(*args: Any, **kwargs: Any) -> T:
             t0 = time.perf_counter()
             try:
@@ -206,6 +207,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         source = tmp / "source" / "spool.db"
         built = asyncio.run(build_spool(source, args.readings, args.chunk))
+        built["spool_bytes"] = source.stat().st_size
         print(
             f"spool built: {args.readings:,} readings in {built['chunks']} chunks, "
             f"{built['spool_bytes'] / 1e6:.1f} MB, {built['build_s']} s"
@@ -226,9 +228,7 @@ def main() -> int:
                 f"{r['readings_per_s']:,}/s (goal ≥ {GOAL:,}); CPU {r['cpu_us_per_reading']} "
                 f"µs/reading; points stored {r['points_stored']:,} of {r['points_expected']:,}"
             )
-            steps = ", ".join(
-                f"{k} {v * 100:.0f}%" for k, v in r["wall_share_by_step"].items()
-            )
+            steps = ", ".join(f"{k} {v * 100:.0f}%" for k, v in r["wall_share_by_step"].items())
             print(f"  wall time by step: {steps}")
             if profile:
                 for where in ("cprofile_event_loop_thread", "cprofile_spool_thread"):

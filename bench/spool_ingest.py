@@ -71,9 +71,7 @@ async def ingest(path: Path, seconds: float, pool: list[str], bounded: bool) -> 
     total = spool.stats.committed
     await spool.close()
     window = t_end - t0
-    size = sum(
-        p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists()
-    )
+    size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
     return {
         "producer": "bounded" if bounded else "free",
         "max_pending": max_pending,
