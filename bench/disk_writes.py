@@ -6,7 +6,8 @@ one realistic line every 10 ms, after a 3 s warm-up:
 * ``spool``: the spool alone (no sink, its cursor never moves): group commits only;
 * ``spool+local``: the default gateway (no InfluxDB): the spool plus a ``LocalSink`` whose
   store (readings.db, ``synchronous = full``) takes a batch every second, and the spool's
-  cursor update (ack) after each batch;
+  cursor update (ack) after each batch. The store first gets ``--prefill-hours`` (1) of
+  history, so its B-tree looks like one in service (an empty store writes far less);
 * ``spool+remote``: the spool plus a remote sink that accepts every batch at once (as
   InfluxDB would): the spool's commits and acks, no local store.
 
@@ -93,10 +94,30 @@ def stop_strace(proc: subprocess.Popen[bytes] | None, out: Path) -> dict[str, in
     return calls
 
 
-async def steady(tmp: Path, mode: str, seconds: float, rate: float) -> dict[str, Any]:
+async def prefill(store: LocalStore, hours: float, rate: float) -> int:
+    """``hours`` of history at ``rate`` readings/s, as a store in service for a while has:
+    with (field_id, time) keys, each field's recent samples then sit in a leaf page of
+    their own, and a commit rewrites one page per field written."""
+    n = int(hours * 3600 * rate)
+    step = int(1e9 / rate)
+    start = time.time_ns() - n * step
+    await store.open()
+    for base in range(0, n, 5000):
+        await store.write(
+            [line_of(i, i % DEVICES, start + i * step) for i in range(base, min(base + 5000, n))]
+        )
+    return n
+
+
+async def steady(
+    tmp: Path, mode: str, seconds: float, rate: float, prefill_hours: float
+) -> dict[str, Any]:
     sinks: list[Sink] = []
+    prefilled = 0
     if mode == "spool+local":
-        sinks.append(LocalSink(LocalStore(tmp / "readings.db")))
+        store = LocalStore(tmp / "readings.db")
+        prefilled = await prefill(store, prefill_hours, rate)
+        sinks.append(LocalSink(store))
     elif mode == "spool+remote":
         sinks.append(AcceptingSink())
     spool = Spool(tmp / "spool.db", [s.name for s in sinks])
@@ -131,6 +152,7 @@ async def steady(tmp: Path, mode: str, seconds: float, rate: float) -> dict[str,
 
     result: dict[str, Any] = {
         "mode": mode,
+        "local_store_prefilled_readings": prefilled,
         "window_s": round(window, 2),
         "readings_per_s": round(readings / window, 1),
         "spool_commits_per_s": round((commits1 - commits0) / window, 2),
@@ -156,6 +178,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=25.0)
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--modes", nargs="+", default=["spool", "spool+local", "spool+remote"])
+    ap.add_argument(
+        "--prefill-hours", type=float, default=1.0, help="local store history written first"
+    )
     args = ap.parse_args()
     configure("warning", "console")
     quiet = wait_quiet()
@@ -163,7 +188,7 @@ def main() -> int:
     for mode in args.modes:
         # On the project's disk, not a tmpfs: write_bytes only counts real storage.
         with tempfile.TemporaryDirectory(prefix="bench-disk-", dir=Path(__file__).parent) as tmp:
-            r = asyncio.run(steady(Path(tmp), mode, args.seconds, args.rate))
+            r = asyncio.run(steady(Path(tmp), mode, args.seconds, args.rate, args.prefill_hours))
         runs.append(r)
         fsync = f", {r['fsyncs_per_s']} fsync/s" if "fsyncs_per_s" in r else ""
         print(

@@ -64,8 +64,9 @@ GOALS = {"qos0_readings_per_s": 40_000, "qos1_readings_per_s": 30_000, "cpu_us_p
 
 class QuietMosquitto(Mosquitto):
     """The test helper's broker without ``log_type all`` (a log line per PUBLISH would
-    make the broker, not the gateway, the bottleneck), and with no queue limit for our
-    subscriber: mosquitto's default (1000 queued QoS 1 messages) drops messages when the
+    make the broker, not the gateway, the bottleneck). The runs pass
+    ``max_queued_messages 0`` (no limit) unless ``--broker-queue`` says otherwise:
+    mosquitto's default (1000 queued QoS 1 messages per client) drops messages when a
     subscriber lags, which is a broker setting, not what this benchmark measures."""
 
     def prepare(self) -> None:
@@ -181,8 +182,11 @@ def run_once(
     devices: int,
     publishers: int = 1,
     profile_out: Path | None = None,
+    broker_queue: int = 0,
 ) -> dict[str, Any]:
-    mosq = QuietMosquitto(tmp / "mosquitto", extra_conf="max_queued_messages 0\n").start()
+    mosq = QuietMosquitto(
+        tmp / "mosquitto", extra_conf=f"max_queued_messages {broker_queue}\n"
+    ).start()
     vm = VictoriaMetrics(tmp / "vm").start()
     gw = GatewayProcess(tmp / "gw", gateway_config(mosq.port, vm.url, devices, qos))
     pub: Publishers | None = None
@@ -257,6 +261,7 @@ def run_once(
         "messages": messages,
         "devices": devices,
         "publishers": publishers,
+        "mosquitto_max_queued_messages": broker_queue,
         "fields_per_message": FIELDS,
         "example_payload": pub_result["example"],
         "publisher_error": pub_result.get("error"),
@@ -464,6 +469,12 @@ def main() -> int:
         "--publishers", type=int, default=1, help="publisher processes (devices split between them)"
     )
     ap.add_argument(
+        "--broker-queue",
+        type=int,
+        default=0,
+        help="mosquitto max_queued_messages for the gateway runs (0: no limit; its default: 1000)",
+    )
+    ap.add_argument(
         "--no-baselines", action="store_true", help="skip the count-only paho/aiomqtt subscribers"
     )
     args = ap.parse_args()
@@ -475,7 +486,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         for qos in args.qos:
-            result = run_once(tmp / f"qos{qos}", qos, args.messages, args.devices, args.publishers)
+            result = run_once(
+                tmp / f"qos{qos}", qos, args.messages, args.devices, args.publishers,
+                broker_queue=args.broker_queue,
+            )  # fmt: skip
             print_run(result)
             runs.append(result)
         if not args.no_baselines:
@@ -508,7 +522,8 @@ def main() -> int:
             print("  by function (self):")
             for name, pct in profile["self_pct"][:15]:
                 print(f"    {pct:5.1f}%  {name}")
-    write_result("pipeline", {"machine_load": quiet, "goals": GOALS, "runs": runs,
+    name = "pipeline" if args.broker_queue == 0 else f"pipeline-broker-queue-{args.broker_queue}"
+    write_result(name, {"machine_load": quiet, "goals": GOALS, "runs": runs,
                               "baselines": baselines, "profile": profile})  # fmt: skip
     return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import pstats
@@ -26,6 +27,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,19 +125,25 @@ async def drain(
     spool.ack = timed.wrap("spool.ack", spool.ack)  # type: ignore[method-assign]
     sink.write = timed.wrap("sink.write", sink.write)  # type: ignore[method-assign]
     backlog = spool.behind(SINK)
-    main_prof = thread_prof = None
+    main_prof = thread_prof = worker_prof = None
+    # One default-executor thread (asyncio.to_thread: the sink gzips large bodies there),
+    # so a profiler can be switched on in it.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="to_thread")
+    asyncio.get_running_loop().set_default_executor(worker)
     if profile:
-        main_prof, thread_prof = cProfile.Profile(), cProfile.Profile()
+        main_prof, thread_prof, worker_prof = (cProfile.Profile() for _ in range(3))
         await asyncio.wrap_future(spool._executor.submit(thread_prof.enable))
+        await asyncio.wrap_future(worker.submit(worker_prof.enable))
         main_prof.enable()
-    cpu0 = cpu_seconds()
+    cpu0, vm_cpu0 = cpu_seconds(), cpu_seconds(vm.pid)
     t0 = time.perf_counter()
-    await loop.drain()
+    error = await _drain_or_fail(loop)
     took = time.perf_counter() - t0
-    cpu = cpu_seconds() - cpu0
-    if main_prof is not None and thread_prof is not None:
+    cpu, vm_cpu = cpu_seconds() - cpu0, cpu_seconds(vm.pid) - vm_cpu0
+    if main_prof is not None and thread_prof is not None and worker_prof is not None:
         main_prof.disable()
         await asyncio.wrap_future(spool._executor.submit(thread_prof.disable))
+        await asyncio.wrap_future(worker.submit(worker_prof.disable))
     left = spool.behind(SINK)
     await sink.close()
     await spool.close()
@@ -143,19 +151,37 @@ async def drain(
         "gzip": gzip,
         "readings": backlog,
         "left": left,
+        "error": error,
         "drain_s": round(took, 3),
         "readings_per_s": round(backlog / took),
         "process_cpu_s": round(cpu, 3),
         "cpu_us_per_reading": round(cpu / backlog * 1e6, 2),
+        "victoria_metrics_cpu_s": round(vm_cpu, 3),
         "batches": loop.stats.batches_ok,
         "failed_batches": loop.stats.batches_failed,
         "wall_s_by_step": {k: round(v, 3) for k, v in timed.seconds.items()},
         "wall_share_by_step": {k: round(v / took, 3) for k, v in timed.seconds.items()},
     }
-    if main_prof is not None and thread_prof is not None:
+    if main_prof is not None and thread_prof is not None and worker_prof is not None:
         out["cprofile_event_loop_thread"] = _top(main_prof)
         out["cprofile_spool_thread"] = _top(thread_prof)
+        out["cprofile_to_thread_worker"] = _top(worker_prof)
     return out
+
+
+async def _drain_or_fail(loop: DeliveryLoop, timeout: float = 120.0) -> str | None:
+    """Drain; stop at the first failed write (the loop would retry forever) or timeout."""
+    task = asyncio.create_task(loop.drain())
+    deadline = time.monotonic() + timeout
+    while not task.done():
+        await asyncio.sleep(0.05)
+        if loop.stats.batches_failed or time.monotonic() > deadline:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return loop.stats.last_error or f"not drained within {timeout:g} s"
+    await task
+    return None
 
 
 def _top(prof: cProfile.Profile, n: int = 18) -> list[dict[str, Any]]:
@@ -222,16 +248,22 @@ def main() -> int:
                 r = asyncio.run(drain(spool, vm, gzip, profile))
                 r["points_stored"] = vm_points(vm)
             r["points_expected"] = r["readings"] * 3
+            if r["error"]:
+                print(f"  FAILED ({name}): {r['error']}")
             label = f"gzip {'on' if gzip else 'off'}" + (" (cProfile)" if profile else "")
             print(
                 f"{label}: {r['readings']:,} readings drained in {r['drain_s']} s = "
                 f"{r['readings_per_s']:,}/s (goal ≥ {GOAL:,}); CPU {r['cpu_us_per_reading']} "
-                f"µs/reading; points stored {r['points_stored']:,} of {r['points_expected']:,}"
+                f"µs/reading (VictoriaMetrics: {r['victoria_metrics_cpu_s']} s); points stored {r['points_stored']:,} of {r['points_expected']:,}"
             )
             steps = ", ".join(f"{k} {v * 100:.0f}%" for k, v in r["wall_share_by_step"].items())
             print(f"  wall time by step: {steps}")
             if profile:
-                for where in ("cprofile_event_loop_thread", "cprofile_spool_thread"):
+                for where in (
+                    "cprofile_event_loop_thread",
+                    "cprofile_spool_thread",
+                    "cprofile_to_thread_worker",
+                ):
                     print(f"  {where} (self time, top 10):")
                     for row in r[where][:10]:
                         print(f"    {row['self_s']:7.3f} s  {row['calls']:>8}  {row['function']}")

@@ -50,14 +50,16 @@ DROP_LOG_INTERVAL_S = 60.0
 # even delete (that needs WAL space too), so the margin must be kept *before* it fills:
 # at least twice the WAL's size (WAL_AUTOCHECKPOINT_PAGES pages) plus a chunk.
 DISK_HEADROOM_BYTES = 16 * 1024**2
+# SQLite page size for new spool files (SQLite's default is 4096); see _connect.
+PAGE_SIZE = 1024
 # Pages in the WAL before SQLite copies them into the database (SQLite's default).
 WAL_AUTOCHECKPOINT_PAGES = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunk (
-    -- AUTOINCREMENT: ids must never be reused after the table empties, or a sink's
-    -- cursor would point past new chunks.
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- Ids are assigned past every cursor by the INSERT (see _commit_sync), not by
+    -- AUTOINCREMENT, whose sqlite_sequence update would write a second page per commit.
+    id INTEGER PRIMARY KEY,
     count INTEGER NOT NULL,
     created_ns INTEGER NOT NULL,
     data BLOB NOT NULL
@@ -89,7 +91,8 @@ def _readable_chunk_ids(old: sqlite3.Connection) -> tuple[list[int], int, int]:
     Returns (ids, chunks missing between readable ones, chunks missing at the end). Ids
     are dense from the lowest cursor on (assigned in order, deleted oldest first), so a
     gap is what a damaged page held; the end is checked against the last id handed out
-    (sqlite_sequence), and counts as 1 if that is unreadable too.
+    (sqlite_sequence, in spool files made before ids were assigned explicitly; 0 when
+    that is unknown), and counts as 1 if that is unreadable too.
     """
 
     def one(sql: str) -> int | None:
@@ -452,6 +455,9 @@ class Spool:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Small pages: a commit writes a few pages to the WAL, so their size is the disk
+        # (SD-card) cost of a commit window. Only takes effect when the file is new.
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         db.execute("PRAGMA busy_timeout=5000")
