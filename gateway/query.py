@@ -6,6 +6,10 @@ is stored (``query --list``). The store is opened read-only, so queries run whil
 daemon writes (SQLite WAL: readers see the last committed batch and never block it).
 
 Times are nanoseconds since the epoch; a range is ``start_ns <= time < end_ns``.
+
+Samples are in two tables (see ``gateway.sinks.local``): ``sample``, keyed by field, and
+the small ``recent``, keyed by time, which holds what was written since the last fold.
+Where both hold a point, the one in ``recent`` is the newer write and wins.
 """
 
 from __future__ import annotations
@@ -124,6 +128,7 @@ def run_query(store_path: Path, req: QueryRequest) -> list[Row]:
         raise QueryError(f"the start ({rfc3339(start)}) is not before the end ({rfc3339(end)})")
     with _reading(store_path) as db:
         columns = _columns(db, req)
+        recent = _recent(db, {col.field_id for col in columns}, start, end)
         if req.latest:
             rows = []
             for col in columns:
@@ -132,15 +137,20 @@ def run_query(store_path: Path, req: QueryRequest) -> list[Row]:
                     "AND time_ns < ? ORDER BY time_ns DESC LIMIT 1",
                     (col.field_id, start, end),
                 ).fetchone()
+                newer = recent.get(col.field_id)
+                if newer and (hit is None or newer[0][0] >= hit[0]):
+                    hit = newer[0]
                 if hit is not None:
                     rows.append(_row(col, hit[0], hit[1]))
                     if req.limit is not None and len(rows) >= req.limit:
                         break
             return rows
-        # Newest first from each column, merged: reads only about ``limit`` rows however
-        # much is stored. Ties in time are broken by column order, so output is stable.
+        # Newest first from each column, merged: reads only about ``limit`` rows of
+        # ``sample`` however much is stored. Ties in time are broken by column order, so
+        # output is stable.
         streams = [
-            _newest_first(db, rank, col.field_id, start, end) for rank, col in enumerate(columns)
+            _newest_first(db, rank, col.field_id, start, end, recent.get(col.field_id, []))
+            for rank, col in enumerate(columns)
         ]
         merged = heapq.merge(*streams, reverse=True)
         picked = list(merged if req.limit is None else islice(merged, req.limit))
@@ -155,13 +165,31 @@ def summary(store_path: Path) -> list[SeriesSummary]:
     """
     totals: dict[tuple[str, str | None, str], list[int]] = {}
     with _reading(store_path) as db:
-        for measurement, device, name, count, first, last in db.execute(
-            "SELECT s.measurement, s.device, f.name, "
+        # Per field in ``recent``: rows, first, last, and how many of its points are
+        # also in ``sample`` (written again after a fold), not to be counted twice.
+        recent: dict[int, tuple[int, int, int, int]] = {}
+        if _has_recent(db):
+            recent = {
+                fid: (n, lo, hi, both)
+                for fid, n, lo, hi, both in db.execute(
+                    "SELECT field_id, COUNT(*), MIN(time_ns), MAX(time_ns), "
+                    "SUM(EXISTS (SELECT 1 FROM sample s "
+                    "WHERE s.field_id = r.field_id AND s.time_ns = r.time_ns)) "
+                    "FROM recent r GROUP BY field_id"
+                )
+            }
+        for field_id, measurement, device, name, count, first, last in db.execute(
+            "SELECT f.id, s.measurement, s.device, f.name, "
             "(SELECT COUNT(*) FROM sample WHERE field_id = f.id), "
             "(SELECT time_ns FROM sample WHERE field_id = f.id ORDER BY time_ns LIMIT 1), "
             "(SELECT time_ns FROM sample WHERE field_id = f.id ORDER BY time_ns DESC LIMIT 1) "
             "FROM field f JOIN series s ON s.id = f.series_id"
         ):
+            if field_id in recent:
+                n, lo, hi, both = recent[field_id]
+                first = lo if first is None else min(first, lo)
+                last = hi if last is None else max(last, hi)
+                count += n - both
             if not count:
                 continue
             key = (measurement, device, name)
@@ -263,16 +291,59 @@ def _columns(db: sqlite3.Connection, req: QueryRequest) -> list[_Column]:
     ]
 
 
+def _has_recent(db: sqlite3.Connection) -> bool:
+    """Whether the store has a ``recent`` table (a version 1 store not yet reopened has not)."""
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recent'")
+    return found.fetchone() is not None
+
+
+def _recent(
+    db: sqlite3.Connection, field_ids: set[int], start: int, end: int
+) -> dict[int, list[tuple[int, Any]]]:
+    """The rows of ``recent`` in the range for ``field_ids``: field id → [(time, value)],
+    newest first. ``recent`` is keyed by time, so this is one range scan of a small table."""
+    found: dict[int, list[tuple[int, Any]]] = {}
+    if not field_ids or not _has_recent(db):
+        return found
+    for time_ns, field_id, value in db.execute(
+        "SELECT time_ns, field_id, value FROM recent WHERE time_ns >= ? AND time_ns < ? "
+        "ORDER BY time_ns DESC",
+        (start, end),
+    ):
+        if field_id in field_ids:
+            found.setdefault(field_id, []).append((time_ns, value))
+    return found
+
+
 def _newest_first(
-    db: sqlite3.Connection, rank: int, field_id: int, start: int, end: int
+    db: sqlite3.Connection,
+    rank: int,
+    field_id: int,
+    start: int,
+    end: int,
+    recent: list[tuple[int, Any]],
 ) -> Iterator[tuple[int, int, Any]]:
+    """One column's values, newest first: ``sample`` merged with its ``recent`` rows
+    (newest first too), the ``recent`` row winning where both have a time."""
     cursor = db.execute(
         "SELECT time_ns, value FROM sample WHERE field_id = ? AND time_ns >= ? AND time_ns < ? "
         "ORDER BY time_ns DESC",
         (field_id, start, end),
     )
+    pending = iter(recent)
+    ahead = next(pending, None)
     for time_ns, value in cursor:
-        yield time_ns, rank, value
+        while ahead is not None and ahead[0] > time_ns:
+            yield ahead[0], rank, ahead[1]
+            ahead = next(pending, None)
+        if ahead is not None and ahead[0] == time_ns:  # written again since: recent wins
+            yield ahead[0], rank, ahead[1]
+            ahead = next(pending, None)
+        else:
+            yield time_ns, rank, value
+    while ahead is not None:
+        yield ahead[0], rank, ahead[1]
+        ahead = next(pending, None)
 
 
 def _row(col: _Column, time_ns: int, value: Any) -> Row:

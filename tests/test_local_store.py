@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -14,7 +15,7 @@ from structlog.testing import capture_logs
 
 import gateway.sinks.local as local
 from gateway.lineprotocol import LineProtocolError, parse
-from gateway.query import QueryRequest, Row, run_query
+from gateway.query import QueryRequest, Row, SeriesSummary, run_query, summary
 from gateway.sinks.base import DeliveryLoop, Verdict
 from gateway.sinks.local import LocalSink, LocalStore
 from gateway.spool import Spool
@@ -47,6 +48,14 @@ def count(path: Path, table: str) -> int:
     return result
 
 
+def samples(path: Path) -> int:
+    """Points stored, in ``sample`` or ``recent`` (a point in both counts once)."""
+    return count(
+        path,
+        "(SELECT field_id, time_ns FROM sample UNION SELECT field_id, time_ns FROM recent)",
+    )
+
+
 def climate(device: str, time_ns: int, temperature: float = 21.5) -> str:
     return (
         f"climate,device={device},site=home "
@@ -59,7 +68,7 @@ async def test_write_stores_every_field_of_every_line(sink: LocalSink, db_path: 
 
     assert outcome.verdict is Verdict.OK
     assert count(db_path, "series") == 2
-    assert count(db_path, "sample") == 9
+    assert samples(db_path) == 9
     got = rows(db_path, device="d1", fields=["temperature"])
     assert got == [
         Row(T0, "climate", "d1", {"device": "d1", "site": "home"}, "temperature", 21.5),
@@ -80,6 +89,92 @@ async def test_schema_is_compact_and_keyed_by_point_identity(
         sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'sample'").fetchone()[0]
     assert "WITHOUT ROWID" in sql
     assert "PRIMARY KEY (field_id, time_ns)" in sql
+    with sqlite3.connect(db_path) as db:
+        sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'recent'").fetchone()[0]
+    assert "WITHOUT ROWID" in sql
+    assert "PRIMARY KEY (time_ns, field_id)" in sql
+
+
+async def test_batches_go_to_recent_and_a_fold_moves_them_to_sample(
+    sink: LocalSink, db_path: Path
+) -> None:
+    await sink.write([climate("d1", T0), climate("d2", T0 + S)])
+    assert (count(db_path, "recent"), count(db_path, "sample")) == (6, 0)
+
+    assert await sink.store.fold() == 6
+
+    assert (count(db_path, "recent"), count(db_path, "sample")) == (0, 6)
+    assert [r.time_ns for r in rows(db_path, fields=["battery"])] == [T0, T0 + S]
+    assert await sink.store.fold() == 0
+
+
+async def test_a_point_replayed_after_its_fold_overwrites_it(
+    sink: LocalSink, db_path: Path
+) -> None:
+    await sink.write([climate("d1", T0, temperature=20.0), climate("d1", T0 + S, 20.5)])
+    await sink.store.fold()
+
+    await sink.write([climate("d1", T0, temperature=22.0)])  # in recent, and in sample
+
+    assert (count(db_path, "recent"), count(db_path, "sample")) == (3, 6)
+    want = [(T0, 22.0), (T0 + S, 20.5)]
+    assert [(r.time_ns, r.value) for r in rows(db_path, fields=["temperature"])] == want
+    assert [r.value for r in rows(db_path, fields=["temperature"], end_ns=T0 + 1)] == [22.0]
+    newest = run_query(db_path, QueryRequest(fields=["temperature"], latest=True, end_ns=T0 + 1))
+    assert [r.value for r in newest] == [22.0]
+    assert summary(db_path)[-1] == SeriesSummary("climate", "d1", "temperature", 2, T0, T0 + S)
+
+    await sink.store.fold()
+
+    assert (count(db_path, "recent"), count(db_path, "sample")) == (0, 6)
+    assert [(r.time_ns, r.value) for r in rows(db_path, fields=["temperature"])] == want
+
+
+async def test_a_fold_is_due_after_fold_rows_or_fold_interval_and_at_close(
+    db_path: Path,
+) -> None:
+    store = LocalStore(db_path, retention=None, fold_rows=6)
+    await store.open()
+    await store.write([climate("d1", T0)])
+    assert count(db_path, "recent") == 3
+    await store.write([climate("d1", T0 + S)])  # 6 rows: folded
+    assert (count(db_path, "recent"), count(db_path, "sample")) == (0, 6)
+    store.fold_interval = 0.0
+    await store.write([climate("d1", T0 + 2 * S)])
+    assert (count(db_path, "recent"), count(db_path, "sample")) == (0, 9)
+    store.fold_interval = 3600.0
+    await store.write([climate("d1", T0 + 3 * S)])
+    assert count(db_path, "recent") == 3
+    await store.close()
+    assert (count(db_path, "recent"), count(db_path, "sample")) == (0, 12)
+
+
+async def test_a_version_1_store_opens_and_keeps_its_samples(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        db.executescript(local._SCHEMA.split("CREATE TABLE IF NOT EXISTS recent")[0])
+        db.executescript(
+            "PRAGMA journal_mode=WAL;"
+            "INSERT INTO series VALUES (1, 'm', '{\"device\":\"d1\"}', 'd1');"
+            "INSERT INTO field VALUES (1, 1, 'v', 'integer');"
+            "INSERT INTO sample VALUES (1, 5, 41), (1, 6, 42);"
+            "PRAGMA user_version = 1;"
+        )
+    assert count(db_path, "sqlite_master WHERE name = 'recent'") == 0
+    # Read before the daemon has reopened it: no recent table yet.
+    assert [r.value for r in rows(db_path)] == [41, 42]
+    assert summary(db_path) == [SeriesSummary("m", "d1", "v", 2, 5, 6)]
+
+    store = LocalStore(db_path, retention=None)
+    await store.open()
+    try:
+        assert (await store.write(["m,device=d1 v=43i 7", "m,device=d1 v=40i 5"])).rejected == []
+        assert [(r.time_ns, r.value) for r in rows(db_path)] == [(5, 40), (6, 42), (7, 43)]
+    finally:
+        await store.close()
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert (count(db_path, "recent"), count(db_path, "sample")) == (0, 3)
 
 
 async def test_replaying_a_batch_changes_nothing(sink: LocalSink, db_path: Path) -> None:
@@ -91,7 +186,7 @@ async def test_replaying_a_batch_changes_nothing(sink: LocalSink, db_path: Path)
     assert (await sink.write(batch[10:20])).verdict is Verdict.OK
 
     assert rows(db_path) == before
-    assert count(db_path, "sample") == 150
+    assert samples(db_path) == 150
     assert count(db_path, "series") == 50
 
 
@@ -133,7 +228,9 @@ async def test_field_types_are_kept(sink: LocalSink, db_path: Path) -> None:
     with sqlite3.connect(db_path) as db:
         stored = dict(
             db.execute(
-                "SELECT f.name, typeof(s.value) FROM sample s JOIN field f ON f.id = s.field_id"
+                "SELECT f.name, typeof(s.value) FROM "
+                "(SELECT field_id, value FROM sample UNION ALL SELECT field_id, value FROM recent) s "
+                "JOIN field f ON f.id = s.field_id"
             ).fetchall()
         )
         types = dict(db.execute("SELECT name, type FROM field").fetchall())
@@ -187,7 +284,7 @@ async def test_unparseable_lines_are_partial_with_index_and_parser_reason(
     assert list(outcome.rejected) == [(1, reasons[bad1]), (3, reasons[bad3])]
     assert "column" in outcome.rejected[0][1]
     assert {r.device for r in rows(db_path)} == {"d1", "d2"}
-    assert count(db_path, "sample") == 6
+    assert samples(db_path) == 6
 
 
 async def test_a_field_changing_type_is_refused_like_influxdb(
@@ -232,7 +329,7 @@ async def test_bad_lines_reach_the_dead_letter_table_through_the_delivery_loop(
         dead = await spool.dead_letters(sink.name)
         assert [(d["line"], d["reason"].split(":")[0]) for d in dead] == [("garbage", "column 8")]
         assert loop.stats.points_written == 2
-        assert count(db_path, "sample") == 6
+        assert samples(db_path) == 6
     finally:
         await spool.close()
 
@@ -249,7 +346,7 @@ async def test_series_cache_is_bounded_and_stays_correct(
     assert len(sink.store._cache) <= 3
     assert count(db_path, "series") == 10
     assert count(db_path, "field") == 30
-    assert count(db_path, "sample") == 90
+    assert samples(db_path) == 90
 
 
 async def test_retention_deletes_old_samples_in_batches_and_drops_empty_series(
@@ -264,6 +361,7 @@ async def test_retention_deletes_old_samples_in_batches_and_drops_empty_series(
         mixed = [f"m,device=kept v={i}i {now - 2 * H + i}" for i in range(5)]
         fresh = [f"m,device=kept v=99i {now - 60 * S}"]
         await store.write(old + mixed + fresh)
+        await store.fold()
         deletes: list[int] = []
         original = store._expire_field_sync
 
@@ -293,6 +391,33 @@ async def test_retention_deletes_old_samples_in_batches_and_drops_empty_series(
         await store.close()
 
 
+async def test_retention_deletes_from_both_tables_and_keeps_fields_only_in_recent(
+    monkeypatch: pytest.MonkeyPatch, db_path: Path
+) -> None:
+    monkeypatch.setattr(local, "RETENTION_BATCH_ROWS", 4)
+    store = LocalStore(db_path, retention=3600)
+    await store.open()
+    try:
+        now = T0 + 10 * H
+        await store.write([f"m,device=a v={i}i {now - 2 * H + i}" for i in range(5)])
+        await store.fold()
+        # Written after the fold: old points (a replay) and a series only in recent.
+        await store.write(
+            [f"m,device=a v={i}i {now - 2 * H + 10 + i}" for i in range(9)]
+            + [f"m,device=a v=1i {now - 2 * H}", f"m,device=b v=7i {now - 60 * S}"]
+        )
+
+        assert await store.expire(now) == 5 + 9 + 1
+
+        assert [(r.device, r.value) for r in rows(db_path)] == [("b", 7)]
+        assert (count(db_path, "sample"), count(db_path, "recent")) == (0, 1)
+        assert count(db_path, "series") == 1
+        assert count(db_path, "field") == 1
+    finally:
+        await store.close()
+    assert (count(db_path, "sample"), count(db_path, "recent")) == (1, 0)
+
+
 async def test_sink_applies_retention_when_it_starts(db_path: Path) -> None:
     now = time.time_ns()
     store = LocalStore(db_path, retention=None)
@@ -304,7 +429,7 @@ async def test_sink_applies_retention_when_it_starts(db_path: Path) -> None:
     await sink.start()
     try:
         async with asyncio.timeout(5):
-            while count(db_path, "sample") != 1:
+            while samples(db_path) != 1:
                 await asyncio.sleep(0.01)
     finally:
         await sink.close()
@@ -392,4 +517,4 @@ async def test_store_recovers_once_the_problem_is_fixed(tmp_path: Path) -> None:
         assert (await sink.write([climate("d1", T0)])).verdict is Verdict.OK
     finally:
         await sink.close()
-    assert count(path, "sample") == 3
+    assert samples(path) == 3

@@ -206,6 +206,38 @@ def test_summary_lists_each_measurement_device_field(store: Path) -> None:
     ]
 
 
+async def test_rows_in_sample_and_in_recent_read_as_one_store(store: Path, tmp_path: Path) -> None:
+    # The same lines, some folded into ``sample`` and the rest still in ``recent``, and
+    # one point first written with another value, folded, then written again.
+    path = tmp_path / "split.db"
+    local = LocalStore(path, retention=None)
+    await local.open()
+    try:
+        await local.write([LINES[0], LINES[2].replace("temperature=21.75", "temperature=0.0")])
+        await local.write(LINES[1:2])
+        await local.fold()
+        await local.write(LINES[2:])
+        with sqlite3.connect(path) as db:
+            tables = [
+                db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("sample", "recent")
+            ]
+        assert tables == [8, 4]  # the points of LINES[2] are in both
+        requests = [
+            QueryRequest(limit=None),
+            QueryRequest(limit=3),
+            QueryRequest(latest=True),
+            QueryRequest(latest=True, end_ns=T0 + 61 * S),
+            QueryRequest(device="d1", start_ns=T0 + 30 * S, end_ns=T0 + 91 * S),
+            QueryRequest(fields=["temperature"], limit=2),
+        ]
+        for req in requests:
+            assert run_query(path, req) == run_query(store, req), req
+        assert summary(path) == summary(store)
+    finally:
+        await local.close()
+    assert run_query(path, QueryRequest(limit=None)) == run_query(store, QueryRequest(limit=None))
+
+
 # --- formatting --------------------------------------------------------------------
 
 

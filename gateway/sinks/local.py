@@ -11,12 +11,22 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`)::
     field(id, series_id, name, type)         one row per series + field: its id and
                                              its type (float/integer/boolean/string)
     sample(field_id, time_ns, value)         WITHOUT ROWID, PRIMARY KEY (field_id, time_ns)
+    recent(time_ns, field_id, value)         WITHOUT ROWID, PRIMARY KEY (time_ns, field_id)
 
 ``field.id`` stands for (series, field name), so a sample's key is the point's identity
 (measurement + tags + field + time): a replayed line overwrites its samples
 (``INSERT OR REPLACE``) instead of adding copies, as in InfluxDB. Keying samples by
 this one small integer, not by series id plus field name, keeps a row to about 30
 bytes on disk and makes every range query one contiguous B-tree scan per field.
+
+Batches go to ``recent``, keyed by time first, so a batch of current readings only
+touches the rightmost pages of one B-tree (a few pages per commit, not one per field).
+A *fold* moves ``recent`` into ``sample`` in one transaction (every
+:data:`FOLD_INTERVAL_S`, past :data:`FOLD_ROWS` rows, and at close): the scattered
+writes into ``sample`` happen once per fold instead of once per batch. A key can be
+in both tables only when a point was written again after its fold (a replay); the row
+in ``recent`` is the newer one, wins in queries and overwrites the other at the next
+fold.
 
 Values keep their types: floats are REAL, integers INTEGER, strings TEXT and booleans
 INTEGER 0/1, with ``field.type`` telling a boolean from an integer. As in InfluxDB, a
@@ -50,6 +60,8 @@ from gateway.reading import FieldValue
 from gateway.sinks.base import Outcome, Sink, Verdict
 
 __all__ = [
+    "FOLD_INTERVAL_S",
+    "FOLD_ROWS",
     "RETENTION_INTERVAL_S",
     "SCHEMA_VERSION",
     "LocalSink",
@@ -61,11 +73,19 @@ __all__ = [
 
 log = structlog.get_logger("gateway.sinks.local")
 
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of the store's schema; bumped by every migration."""
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of the store's schema; bumped by every migration.
+
+1 → 2: the ``recent`` table (created when a version 1 store is opened)."""
 
 RETENTION_INTERVAL_S = 600.0
 """How often old samples are deleted (besides once at start)."""
+
+FOLD_INTERVAL_S = 600.0
+"""How often ``recent`` is moved into ``sample`` (besides when it grows, and at close)."""
+
+FOLD_ROWS = 200_000
+"""Rows written to ``recent`` after which it is folded into ``sample`` without waiting."""
 
 # Samples deleted per retention transaction: a write batch waits behind at most one
 # such transaction (tens of ms), and a large backlog is still cleared in short steps.
@@ -80,7 +100,7 @@ MAX_CACHED_SERIES = 10_000
 JOURNAL_SIZE_LIMIT_BYTES = 8 * 1024**2
 
 _I64_MAX = 2**63 - 1
-_SAMPLE_KEY = itemgetter(0, 1)
+_RECENT_KEY = itemgetter(0, 1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -103,6 +123,12 @@ CREATE TABLE IF NOT EXISTS sample (
     time_ns INTEGER NOT NULL,
     value,
     PRIMARY KEY (field_id, time_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent (
+    time_ns INTEGER NOT NULL,
+    field_id INTEGER NOT NULL,
+    value,
+    PRIMARY KEY (time_ns, field_id)
 ) WITHOUT ROWID;
 """
 # ``value`` has no declared type on purpose: no column affinity, so SQLite stores each
@@ -158,6 +184,8 @@ class LocalStore:
         retention: seconds to keep samples for; ``None`` keeps them forever.
         synchronous: ``"full"`` makes each committed batch survive a power cut before
             the spool lets go of it; ``"normal"`` saves an fsync per batch.
+        fold_interval: seconds between folds of ``recent`` into ``sample``.
+        fold_rows: rows written to ``recent`` that make a fold due before the interval.
     """
 
     def __init__(
@@ -166,10 +194,17 @@ class LocalStore:
         *,
         retention: float | None = 30 * 86400.0,
         synchronous: Literal["normal", "full"] = "full",
+        fold_interval: float = FOLD_INTERVAL_S,
+        fold_rows: int = FOLD_ROWS,
     ) -> None:
         self.path = path
         self.retention = retention
         self.synchronous = synchronous
+        self.fold_interval = fold_interval
+        self.fold_rows = fold_rows
+        self._recent_rows = 0
+        """Rows written to ``recent`` since the last fold (replays count again)."""
+        self._folded_at = time.monotonic()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-store")
         self._db: sqlite3.Connection | None = None
         self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
@@ -190,7 +225,7 @@ class LocalStore:
         log.info("local store opened", path=str(self.path), series=series, bytes=size)
 
     async def close(self) -> None:
-        """Close the database and stop its thread."""
+        """Fold ``recent`` into ``sample``, close the database and stop its thread."""
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 await self._run(self._close_sync)
@@ -199,6 +234,9 @@ class LocalStore:
     async def write(self, lines: Sequence[str]) -> WriteResult:
         """Store a batch in one transaction; unparseable or conflicting lines are skipped.
 
+        Then folds ``recent`` into ``sample`` when a fold is due; a failed fold is
+        logged and tried again after the next batch (the batch is stored all the same).
+
         Raises:
             LocalStoreError: nothing of the batch was stored.
         """
@@ -206,7 +244,23 @@ class LocalStore:
             result: WriteResult = await asyncio.shield(self._run(self._write_sync, lines))
         except (sqlite3.Error, OSError) as err:
             raise _translate(f"cannot write to local store {self.path}", err) from err
+        if self._recent_rows and (
+            self._recent_rows >= self.fold_rows
+            or time.monotonic() - self._folded_at >= self.fold_interval
+        ):
+            try:
+                await self.fold()
+            except LocalStoreError as err:
+                log.error("local store fold failed; trying again later", error=str(err))
         return result
+
+    async def fold(self) -> int:
+        """Move ``recent`` into ``sample`` in one transaction; return the rows moved."""
+        try:
+            moved: int = await asyncio.shield(self._run(self._fold_sync))
+        except (sqlite3.Error, OSError) as err:
+            raise _translate(f"cannot fold the local store {self.path}", err) from err
+        return moved
 
     async def expire(self, now_ns: int | None = None) -> int:
         """Delete samples older than ``retention``, then series left empty; return rows deleted.
@@ -229,6 +283,11 @@ class LocalStore:
                     deleted += count
                     if count < RETENTION_BATCH_ROWS:
                         break
+            while True:
+                count = await self._run(self._expire_recent_sync, cutoff, RETENTION_BATCH_ROWS)
+                deleted += count
+                if count < RETENTION_BATCH_ROWS:
+                    break
             dropped: tuple[int, int] = await self._run(self._drop_empty_sync)
         except (sqlite3.Error, OSError) as err:
             raise _translate(f"retention failed in local store {self.path}", err) from err
@@ -268,21 +327,52 @@ class LocalStore:
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             series = db.execute("SELECT COUNT(*) FROM series").fetchone()[0]
+            recent = db.execute("SELECT COUNT(*) FROM recent").fetchone()[0]
         except BaseException:
             db.close()
             raise
         self._db = db
         self._cache.clear()
+        self._recent_rows = recent
+        self._folded_at = time.monotonic()
         return series, self.path.stat().st_size
 
     def _close_sync(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            db.close()
+        try:
+            if self._db is not None:
+                self._fold_sync()
+        except sqlite3.Error as err:
+            log.error("local store fold failed at close", error=str(err))
+        finally:
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
+
+    def _fold_sync(self) -> int:
+        db = self._conn()
+        started = time.monotonic()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # In sample's key order, so the B-tree is walked once from left to right.
+            moved = db.execute(
+                "INSERT OR REPLACE INTO sample (field_id, time_ns, value) "
+                "SELECT field_id, time_ns, value FROM recent ORDER BY field_id, time_ns"
+            ).rowcount
+            db.execute("DELETE FROM recent")
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        self._recent_rows = 0
+        self._folded_at = time.monotonic()
+        if moved:
+            log.debug("local store folded", rows=moved, took_s=round(time.monotonic() - started, 3))
+        return moved
 
     def _write_sync(self, lines: Sequence[str]) -> WriteResult:
         db = self._conn()
-        rows: list[tuple[int, int, FieldValue]] = []
+        rows: list[tuple[int, int, FieldValue]] = []  # (time_ns, field_id, value)
         rejected: list[tuple[int, str]] = []
         cache = self._cache
         db.execute("BEGIN IMMEDIATE")
@@ -317,15 +407,15 @@ class LocalStore:
                     if type(value) is int and value > _I64_MAX:  # a "u" integer
                         reason = f'field "{name}": integer {value} is over the signed 64-bit range'
                         break
-                    rows.append((entry[0], time_ns, value))
+                    rows.append((time_ns, entry[0], value))
                 else:
                     continue
                 del rows[start:]
                 rejected.append((index, reason))
             # Key order makes the inserts B-tree friendly; the sort is stable, so of two
             # lines with the same point in one batch the later one still wins.
-            rows.sort(key=_SAMPLE_KEY)
-            db.executemany("INSERT OR REPLACE INTO sample VALUES (?, ?, ?)", rows)
+            rows.sort(key=_RECENT_KEY)
+            db.executemany("INSERT OR REPLACE INTO recent VALUES (?, ?, ?)", rows)
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -333,6 +423,7 @@ class LocalStore:
             # Ids of series and fields created in the rolled-back transaction are void.
             cache.clear()
             raise
+        self._recent_rows += len(rows)
         return WriteResult(len(lines) - len(rejected), rejected)
 
     def _series_sync(
@@ -402,13 +493,33 @@ class LocalStore:
             raise
         return cur.rowcount
 
+    def _expire_recent_sync(self, cutoff: int, limit: int) -> int:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT time_ns FROM recent WHERE time_ns < ? ORDER BY time_ns LIMIT 1 OFFSET ?",
+                (cutoff, limit - 1),
+            ).fetchone()
+            bound = "time_ns < ?" if row is None else "time_ns <= ?"
+            cur = db.execute(
+                f"DELETE FROM recent WHERE {bound}", (cutoff if row is None else row[0],)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return cur.rowcount
+
     def _drop_empty_sync(self) -> tuple[int, int]:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
             fields = db.execute(
                 "DELETE FROM field WHERE NOT EXISTS "
-                "(SELECT 1 FROM sample WHERE field_id = field.id)"
+                "(SELECT 1 FROM sample WHERE field_id = field.id) "
+                "AND id NOT IN (SELECT field_id FROM recent)"
             ).rowcount
             series = db.execute(
                 "DELETE FROM series WHERE NOT EXISTS "
