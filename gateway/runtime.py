@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +55,11 @@ def build_sinks(config: Config) -> list[Sink]:
 
         sinks.append(LocalSink.from_config(config))
     return sinks
+
+
+def _metric_key(text: str) -> str:
+    """A field-name-safe form of a failure reason (``"HTTP 503"`` → ``"http_503"``)."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "other"
 
 
 def _serial_runner(driver: SerialDriver[Any], entry: DeviceInput) -> Callable[[], Awaitable[None]]:
@@ -357,6 +363,10 @@ class Gateway:
                         "dead_lettered": st.dead_lettered,
                         "behind": self.spool.behind(loop.sink.name),
                         "write_latency_s": float(st.last_latency_s),
+                        **{
+                            f"batches_failed_{_metric_key(reason)}": count
+                            for reason, count in st.batches_failed.items()
+                        },
                     },
                     now,
                 )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import SerialPty, SerialPtyFactory
+from servers import Answer, FakeInfluxServer, SerialPty, SerialPtyFactory
 
 from gateway import query
 from gateway.config import config_from_dict
@@ -214,3 +214,48 @@ async def test_sigterm_path_commits_and_drains(
     await _until(lambda: gateway.pipeline.devices["s"].stats.readings == 200)
     await _stop(gateway)  # readers stop, pending lines commit, the sink drains in the grace time
     assert len(_rows(tmp_path, fields=["seq"])) == 200
+
+
+async def test_self_metrics_count_failed_batches_by_reason(
+    tmp_path: Path,
+    fake_influx: FakeInfluxServer,
+    serial_pty: SerialPtyFactory,
+    running: Callable[[Any], Any],
+) -> None:
+    """A FAKE InfluxDB (tests/servers.py) answers 503 twice, then accepts."""
+    fake_influx.script([Answer(status=503, body="busy"), Answer(status=503, body="busy")])
+    pty = serial_pty()
+    config = config_from_dict(
+        {
+            "gateway": {
+                "state_dir": str(tmp_path / "state"),
+                "clock_sync_check": False,
+                "metrics_interval": 0.1,
+            },
+            "spool": {"commit_interval": 0.05},
+            "sinks": {
+                "influxdb": {
+                    "url": fake_influx.url,
+                    "bucket": "b",
+                    "org": "o",
+                    "token": "t",
+                    "flush_interval": 0.05,
+                    "retry_max_interval": 0.1,
+                },
+                "local": {"enabled": True, "flush_interval": 0.05},
+            },
+            "devices": {"s": {"driver": "line", "port": pty.path}},
+        }
+    )
+    gateway = await running(config)
+    await _open(pty, gateway, "s")
+    pty.write(b"seq=1\n")
+
+    def influx_metrics() -> dict[str, Any]:
+        rows = _rows(tmp_path, measurement="sensor_gateway")
+        return {r.field: r.value for r in rows if r.tags.get("name") == "influxdb"}
+
+    await _until(
+        lambda: influx_metrics().get("batches_failed_http_503_unavailable") == 2, timeout=10
+    )
+    assert influx_metrics()["points_written"] >= 1
