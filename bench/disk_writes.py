@@ -9,7 +9,11 @@ one realistic line every 10 ms, after a 3 s warm-up:
   cursor update (ack) after each batch. The store first gets ``--prefill-hours`` (1) of
   history, so its B-tree looks like one in service (an empty store writes far less);
 * ``spool+remote``: the spool plus a remote sink that accepts every batch at once (as
-  InfluxDB would): the spool's commits and acks, no local store.
+  InfluxDB would): the spool's commits and acks, no local store;
+* ``local-fold``: what the steady window cannot show, the local store alone (1 h of
+  history): ``FOLD_INTERVAL_S`` (10 min) of 1 s batches written back to back, then the
+  fold of ``recent`` into ``sample``, each followed by a WAL checkpoint, as bytes per
+  second of that interval.
 
 Counted over the window: write syscalls and bytes from /proc/self/io (``syscw``,
 ``wchar``, and ``write_bytes`` — bytes of page cache dirtied, i.e. what reaches the
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -37,7 +42,7 @@ use_test_helpers()
 
 from gateway.logging import configure  # noqa: E402
 from gateway.sinks.base import DeliveryLoop, Outcome, Sink, Verdict  # noqa: E402
-from gateway.sinks.local import LocalSink, LocalStore  # noqa: E402
+from gateway.sinks.local import FOLD_INTERVAL_S, LocalSink, LocalStore  # noqa: E402
 from gateway.spool import Spool  # noqa: E402
 
 TRACED = ("fsync", "fdatasync", "write", "pwrite64", "writev", "pwritev", "pwritev2")
@@ -173,11 +178,59 @@ async def steady(
     return result
 
 
+async def fold_cost(tmp: Path, rate: float, prefill_hours: float) -> dict[str, Any]:
+    """Storage bytes of one fold interval of batches, and of the fold ending it."""
+    store = LocalStore(tmp / "readings.db", retention=None, fold_interval=1e12, fold_rows=2**62)
+    prefilled = await prefill(store, prefill_hours, rate)
+    await store.fold()
+
+    def checkpoint() -> None:
+        with contextlib.closing(sqlite3.connect(tmp / "readings.db")) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    checkpoint()
+    per_batch = int(rate)
+    batches = int(FOLD_INTERVAL_S)
+    step = int(1e9 / rate)
+    t_ns = time.time_ns()
+    io0 = proc_io()
+    for b in range(batches):
+        base = prefilled + b * per_batch
+        await store.write(
+            [
+                line_of(i, i % DEVICES, t_ns + (i - prefilled) * step)
+                for i in range(base, base + per_batch)
+            ]
+        )
+    checkpoint()
+    io1 = proc_io()
+    moved = await store.fold()
+    checkpoint()
+    io2 = proc_io()
+    await store.close()
+    batch_bytes = io1["write_bytes"] - io0["write_bytes"]
+    fold_bytes = io2["write_bytes"] - io1["write_bytes"]
+    total = (batch_bytes + fold_bytes) / FOLD_INTERVAL_S
+    return {
+        "mode": "local-fold",
+        "local_store_prefilled_readings": prefilled,
+        "batches": batches,
+        "rows_folded": moved,
+        "batches_storage_write_bytes_per_s": round(batch_bytes / FOLD_INTERVAL_S, 1),
+        "fold_storage_write_bytes": fold_bytes,
+        "fold_storage_write_bytes_per_s": round(fold_bytes / FOLD_INTERVAL_S, 1),
+        "storage_write_bytes_per_s": round(total, 1),
+        "storage_write_mb_per_day": round(total * 86400 / 1e6, 1),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=25.0)
     ap.add_argument("--rate", type=float, default=100.0)
-    ap.add_argument("--modes", nargs="+", default=["spool", "spool+local", "spool+remote"])
+    ap.add_argument(
+        "--modes", nargs="+", default=["spool", "spool+local", "spool+remote", "local-fold"]
+    )
     ap.add_argument(
         "--prefill-hours", type=float, default=1.0, help="local store history written first"
     )
@@ -188,8 +241,21 @@ def main() -> int:
     for mode in args.modes:
         # On the project's disk, not a tmpfs: write_bytes only counts real storage.
         with tempfile.TemporaryDirectory(prefix="bench-disk-", dir=Path(__file__).parent) as tmp:
-            r = asyncio.run(steady(Path(tmp), mode, args.seconds, args.rate, args.prefill_hours))
+            if mode == "local-fold":
+                r = asyncio.run(fold_cost(Path(tmp), args.rate, args.prefill_hours))
+            else:
+                r = asyncio.run(
+                    steady(Path(tmp), mode, args.seconds, args.rate, args.prefill_hours)
+                )
         runs.append(r)
+        if mode == "local-fold":
+            print(
+                f"{mode:13s} {r['batches']} batches then a fold of {r['rows_folded']} rows, "
+                f"checkpointed: {r['batches_storage_write_bytes_per_s'] / 1024:.1f} + "
+                f"{r['fold_storage_write_bytes_per_s'] / 1024:.1f} KiB/s to storage "
+                f"({r['storage_write_mb_per_day']} MB/day, local store alone)"
+            )
+            continue
         fsync = f", {r['fsyncs_per_s']} fsync/s" if "fsyncs_per_s" in r else ""
         print(
             f"{mode:13s} {r['readings_per_s']} readings/s: {r['write_syscalls_per_s']} write "
