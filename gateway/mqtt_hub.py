@@ -108,25 +108,18 @@ class MqttHub:
                     backoff.reset()
                     async for message in client.messages:
                         self._dispatch(message)
-            except aiomqtt.MqttError as err:
+            except (aiomqtt.MqttError, ssl.SSLError, OSError) as err:
                 self.stats.state = "disconnected"
                 self.stats.last_error = str(err)
                 delay = backoff.next()
-                self._log.warning(
-                    "MQTT broker unreachable; reconnecting",
+                # A broker that is away is routine; a TLS or socket setup error needs a fix.
+                transient = isinstance(err, aiomqtt.MqttError)
+                (self._log.warning if transient else self._log.error)(
+                    "MQTT broker unreachable; reconnecting"
+                    if transient
+                    else "MQTT connection setup failed; retrying",
                     address=where,
                     error=_explain(err),
-                    retry_in_s=round(delay, 1),
-                )
-                await asyncio.sleep(delay)
-            except (ssl.SSLError, OSError) as err:
-                self.stats.state = "disconnected"
-                self.stats.last_error = str(err)
-                delay = backoff.next()
-                self._log.error(
-                    "MQTT connection setup failed",
-                    address=where,
-                    error=str(err),
                     retry_in_s=round(delay, 1),
                 )
                 await asyncio.sleep(delay)
@@ -174,7 +167,7 @@ class MqttHub:
                 entry.submit(samples, topic=topic)
 
 
-def _explain(err: aiomqtt.MqttError) -> str:
+def _explain(err: Exception) -> str:
     text = str(err)
     if "Not authorized" in text or "Bad user name or password" in text:
         return f"{text} — check brokers.*.username / password / password_file"

@@ -1,0 +1,122 @@
+"""MQTT broker problems: wrong credentials, broker restarts — against a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from servers import MosquittoFactory
+from structlog.testing import capture_logs
+
+from gateway.config import config_from_dict
+from gateway.runtime import Gateway
+
+pytestmark = pytest.mark.integration
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+def _config(tmp_path: Path, port: int, topic: str, **broker: Any) -> Any:
+    return config_from_dict(
+        {
+            "gateway": {
+                "state_dir": str(tmp_path / "state"),
+                "clock_sync_check": False,
+                "shutdown_grace": 1.0,
+            },
+            "spool": {"commit_interval": 0.05},
+            "sinks": {"local": {"flush_interval": 0.05}},
+            "brokers": {
+                "home": {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "reconnect_initial": 0.05,
+                    "reconnect_max": 0.2,
+                    **broker,
+                }
+            },
+            "devices": {
+                "room": {"driver": "json", "broker": "home", "topics": [f"{topic}/{{room}}"]}
+            },
+        }
+    )
+
+
+async def _publish(port: int, topic: str, payload: bytes, **auth: str) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, **auth) as client:
+        await client.publish(topic, payload, qos=1)
+
+
+async def test_wrong_password_is_a_clear_error_naming_the_broker_and_never_the_password(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
+) -> None:
+    broker = mosquitto_factory(username="gw", password="right-secret")
+    secret_file = tmp_path / "mqtt.password"
+    secret_file.write_text("wrong-secret\n")
+    gateway = Gateway(
+        _config(tmp_path, broker.port, unique_name, username="gw", password_file=str(secret_file))
+    )
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run())
+        hub = gateway.hubs["home"]
+        await _until(lambda: hub.stats.state == "disconnected" and hub.stats.last_error != "")
+        gateway.stop()
+        await task
+    failures = [e for e in logs if e["event"] == "MQTT broker unreachable; reconnecting"]
+    assert failures
+    assert failures[0]["broker"] == "home"
+    assert failures[0]["address"] == f"127.0.0.1:{broker.port}"
+    assert "check brokers.*.username / password / password_file" in failures[0]["error"]
+    assert "secret" not in repr(logs)
+
+
+async def test_the_right_password_connects_and_readings_flow(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
+) -> None:
+    broker = mosquitto_factory(username="gw", password="right-secret")
+    gateway = Gateway(
+        _config(tmp_path, broker.port, unique_name, username="gw", password="right-secret")
+    )
+    task = asyncio.create_task(gateway.run())
+    try:
+        hub = gateway.hubs["home"]
+        await _until(lambda: hub.stats.state == "connected")
+        await _publish(
+            broker.port,
+            f"{unique_name}/kitchen",
+            b'{"t": 21.5}',
+            username="gw",
+            password="right-secret",
+        )
+        await _until(lambda: gateway.pipeline.devices["room"].stats.readings == 1)
+    finally:
+        gateway.stop()
+        await task
+
+
+async def test_broker_restart_reconnects_and_resubscribes(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
+) -> None:
+    broker = mosquitto_factory()
+    gateway = Gateway(_config(tmp_path, broker.port, unique_name))
+    task = asyncio.create_task(gateway.run())
+    try:
+        hub = gateway.hubs["home"]
+        await _until(lambda: hub.stats.state == "connected")
+        await asyncio.to_thread(broker.kill)
+        await _until(lambda: hub.stats.state == "disconnected")
+        await asyncio.to_thread(broker.restart)
+        await _until(lambda: hub.stats.state == "connected" and hub.stats.connects == 2)
+        await _publish(broker.port, f"{unique_name}/hall", b'{"t": 19.0}')
+        await _until(lambda: gateway.pipeline.devices["room"].stats.readings == 1)
+    finally:
+        gateway.stop()
+        await task
