@@ -57,6 +57,8 @@ async def _read(reader: asyncio.StreamReader, port: str, wait_s: float | None) -
     try:
         async with asyncio.timeout(wait_s):
             data = await reader.read(READ_CHUNK_BYTES)
+    except TimeoutError:
+        raise  # the caller's staleness or answer timeout (TimeoutError is an OSError)
     except serial.SerialException as err:
         raise DeviceUnavailable(f"serial port {port} failed (unplugged?): {err}") from err
     except OSError as err:
