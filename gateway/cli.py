@@ -30,7 +30,7 @@ EXIT_CONFIG = 2
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sensor-gateway`` console script."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_relative_times(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_CONFIG
@@ -48,6 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `sensor-gateway query | head`
         sys.stderr.close()
         return EXIT_OK
+
+
+_TIME_OPTIONS = ("--since", "--start", "--until", "--end")
+
+
+def _attach_relative_times(argv: list[str]) -> list[str]:
+    """``--since -1h`` → ``--since=-1h``: argparse would take ``-1h`` for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _TIME_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -462,3 +462,15 @@ def test_dead_letter_without_a_spool(tmp_path: Path, capsys: pytest.CaptureFixtu
     code, _, err = run(["dead-letter", "-c", str(config)], capsys)
     assert code == 1
     assert f"no spool at {tmp_path}/spool.db" in err
+
+
+def test_query_relative_times_as_separate_arguments(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--since -1d`` (as the README writes it) must not be taken for an option."""
+    args = ["query", "-c", str(store.config), "-o", "json", "-f", "seq", "-n", "100000"]
+    code, out, err = run([*args, "--since", "-1d"], capsys)
+    assert (code, err) == (0, "")
+    assert len(out.splitlines()) == LINES
+    code, out, err = run([*args, "--until", "-1d"], capsys)
+    assert (code, out) == (0, "")
