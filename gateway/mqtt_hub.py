@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +42,6 @@ class BrokerStats:
     messages: int = 0
     unrouted: int = 0
     last_error: str = ""
-    connected_since: float = 0.0
     subscriptions: list[str] = field(default_factory=list)
 
 
@@ -101,7 +99,6 @@ class MqttHub:
                         await client.subscribe(topic, qos=qos)
                     self.stats.state = "connected"
                     self.stats.connects += 1
-                    self.stats.connected_since = time.monotonic()
                     self._log.info(
                         "connected to MQTT broker", address=where, subscriptions=len(filters)
                     )

@@ -317,6 +317,7 @@ class Gateway:
                 "committed": spool.stats.committed,
                 "dropped": spool.stats.dropped,
                 "write_errors": spool.stats.write_errors,
+                "damaged_chunks_lost": spool.stats.recovered_lost_chunks,
                 "oldest_age_s": None if oldest_age is None else round(oldest_age, 1),
                 "time_to_loss_s": self.time_to_loss(),
             },

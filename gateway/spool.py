@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import structlog
 
@@ -33,7 +33,6 @@ from gateway.errors import SpoolError
 
 log = structlog.get_logger("gateway.spool")
 
-T = TypeVar("T")
 
 # Readings held in memory while the disk cannot take them (disk full, I/O errors).
 # Past this the oldest are dropped and counted, so memory stays bounded.
@@ -233,7 +232,6 @@ class Spool:
         self._sink_names = list(sinks)
         self._sinks: dict[str, _SinkState] = {}
         self._pending: list[str] = []
-        self._pending_since = 0.0
         self._early = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._db: sqlite3.Connection | None = None
@@ -278,8 +276,6 @@ class Spool:
 
     def add(self, line: str) -> None:
         """Queue one line for the next group commit. Never blocks."""
-        if not self._pending:
-            self._pending_since = time.monotonic()
         self._pending.append(line)
         if len(self._pending) >= EARLY_COMMIT_LINES:
             self._early.set()

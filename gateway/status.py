@@ -101,6 +101,10 @@ def render_status(doc: dict[str, Any]) -> str:
         f"oldest undelivered {_age(sp.get('oldest_age_s'))}, "
         f"time to loss {'-' if ttl is None else _age(ttl)}"
     )
+    if sp.get("damaged_chunks_lost"):
+        lines.append(
+            f"  ! spool file was damaged: {sp['damaged_chunks_lost']} chunk(s) could not be recovered"
+        )
     if sp.get("dropped"):
         lines.append(f"  ! dropped readings: {_counts(sp['dropped'])}")
     return "\n".join(lines)
