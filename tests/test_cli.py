@@ -474,3 +474,35 @@ def test_query_relative_times_as_separate_arguments(
     assert len(out.splitlines()) == LINES
     code, out, err = run([*args, "--until", "-1d"], capsys)
     assert (code, out) == (0, "")
+
+
+def test_dead_letter_lists_and_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.spool import Spool
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n')
+    rejected = [
+        (
+            'm,device=a x="a" 1',
+            'partial write: field type conflict: input field "x" is type string',
+        ),
+        ("m,device=a y=1 2", "unable to parse"),
+    ]
+
+    async def fill() -> None:
+        spool = Spool(tmp_path / "spool.db", ["influxdb"])
+        await spool.open()
+        await spool.dead_letter("influxdb", rejected)
+        await spool.close()
+
+    asyncio.run(fill())
+    code, out, err = run(["dead-letter", "-c", str(config)], capsys)
+    assert (code, err) == (0, "")
+    assert "2 dead-lettered point(s); newest 2:" in out
+    assert "[influxdb] partial write: field type conflict" in out
+    assert "m,device=a y=1 2" in out
+    export = tmp_path / "points.lp"
+    code, out, err = run(["dead-letter", "-c", str(config), "--export", str(export)], capsys)
+    assert code == 0
+    assert export.read_text() == "".join(f"{line}\n" for line, _ in rejected)
+    assert err == f"wrote 2 line(s) to {export}\n"
