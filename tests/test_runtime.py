@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import Answer, FakeInfluxServer, SerialPty, SerialPtyFactory
+from servers import Answer, FakeInfluxServer, SerialPty, SerialPtyFactory, free_port
 
 from gateway import query
 from gateway.config import config_from_dict
@@ -259,3 +259,45 @@ async def test_self_metrics_count_failed_batches_by_reason(
         lambda: influx_metrics().get("batches_failed_http_503_unavailable") == 2, timeout=10
     )
     assert influx_metrics()["points_written"] >= 1
+
+
+async def test_one_sink_failing_never_stalls_readers_or_the_other_sink(
+    tmp_path: Path, serial_pty: SerialPtyFactory, running: Callable[[Any], Any]
+) -> None:
+    pty = serial_pty()
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config = config_from_dict(
+        {
+            "gateway": {
+                "state_dir": str(tmp_path / "state"),
+                "clock_sync_check": False,
+                "shutdown_grace": 0.5,
+            },
+            "spool": {"commit_interval": 0.05},
+            "sinks": {
+                "influxdb": {
+                    "url": dead,
+                    "bucket": "b",
+                    "org": "o",
+                    "token": "t",
+                    "flush_interval": 0.05,
+                    "retry_max_interval": 0.2,
+                },
+                "local": {"enabled": True, "flush_interval": 0.05},
+            },
+            "devices": {"s": {"driver": "line", "port": pty.path}},
+        }
+    )
+    gateway = await running(config)
+    await _open(pty, gateway, "s")
+    for i in range(20):
+        pty.write(f"seq={i}\n".encode())
+        await asyncio.sleep(0.01)
+    await _until(lambda: len(_rows(tmp_path, fields=["seq"])) == 20)
+    influx, local = gateway.loops
+    assert local.stats.state == "ok"
+    assert influx.sink.name == "influxdb"
+    assert influx.stats.state == "retrying"
+    assert gateway.spool.behind("influxdb") >= 20
+    assert gateway.spool.behind("local") == 0
+    assert gateway.pipeline.devices["s"].stats.readings == 20
