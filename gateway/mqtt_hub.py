@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class BrokerStats:
     connects: int = 0
     messages: int = 0
     unrouted: int = 0
+    sessions_lost: int = 0
     last_error: str = ""
     subscriptions: list[str] = field(default_factory=list)
 
@@ -61,14 +63,14 @@ class MqttHub:
         self._routes.append(_Route(driver, entry))
         self._cache.clear()
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> _Client:
         cfg = self.config
         tls_context = None
         if cfg.tls or cfg.ca_file or cfg.cert_file:
             tls_context = ssl.create_default_context(cafile=cfg.ca_file)
             if cfg.cert_file:
                 tls_context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        return aiomqtt.Client(
+        return _Client(
             hostname=cfg.host,
             port=cfg.port,
             username=cfg.username,
@@ -91,6 +93,7 @@ class MqttHub:
                 filters[topic] = max(filters.get(topic, 0), route.driver.options.qos)
         self.stats.subscriptions = sorted(filters)
         where = f"{cfg.host}:{cfg.port}"
+        disconnected_at = time.monotonic()
         while True:
             try:
                 client = self._client()
@@ -100,12 +103,26 @@ class MqttHub:
                     self.stats.state = "connected"
                     self.stats.connects += 1
                     self._log.info(
-                        "connected to MQTT broker", address=where, subscriptions=len(filters)
+                        "connected to MQTT broker",
+                        address=where,
+                        subscriptions=len(filters),
+                        session_present=client.session_present,
                     )
+                    if self.stats.connects > 1 and not client.session_present:
+                        self.stats.sessions_lost += 1
+                        self._log.warning(
+                            "MQTT broker did not keep our session (restarted without "
+                            "persistence?): QoS 1 messages published while we were "
+                            "disconnected are lost",
+                            address=where,
+                            gap_s=round(time.monotonic() - disconnected_at, 1),
+                        )
                     backoff.reset()
                     async for message in client.messages:
                         self._dispatch(message)
             except (aiomqtt.MqttError, ssl.SSLError, OSError) as err:
+                if self.stats.state == "connected":
+                    disconnected_at = time.monotonic()
                 self.stats.state = "disconnected"
                 self.stats.last_error = str(err)
                 delay = backoff.next()
@@ -162,6 +179,27 @@ class MqttHub:
                 continue
             if samples:
                 entry.submit(samples, topic=topic)
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, remembering the CONNACK's session-present flag.
+
+    aiomqtt 2.x does not expose it; without it a broker that lost our session (restarted
+    without persistence) would silently lose the messages queued for us.
+    """
+
+    session_present = False
+
+    def _on_connect(
+        self,
+        client: Any,
+        userdata: Any,
+        flags: Any,
+        reason_code: Any,
+        properties: Any = None,
+    ) -> None:
+        self.session_present = bool(getattr(flags, "session_present", False))
+        super()._on_connect(client, userdata, flags, reason_code, properties)
 
 
 def _explain(err: Exception) -> str:

@@ -292,6 +292,7 @@ class Gateway:
                     "connects": h.stats.connects,
                     "messages": h.stats.messages,
                     "unrouted": h.stats.unrouted,
+                    "sessions_lost": h.stats.sessions_lost,
                     "last_error": h.stats.last_error,
                 }
                 for name, h in self.hubs.items()

@@ -83,6 +83,11 @@ def render_status(doc: dict[str, Any]) -> str:
                 f"{name:<20} {b.get('state'):<13} {b.get('messages', 0):>9} "
                 f"{b.get('connects', 0):>8}  {b.get('last_error', '')}"
             )
+            if b.get("sessions_lost"):
+                lines.append(
+                    f"{'':<20} ! the broker lost our session {b['sessions_lost']} time(s): "
+                    "messages queued for us meanwhile were dropped"
+                )
     lines.append("")
     lines.append(
         f"{'SINK':<20} {'STATE':<10} {'WRITTEN':>9} {'BEHIND':>8} {'DEAD':>6}  FAILED BATCHES / LAST ERROR"

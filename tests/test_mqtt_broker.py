@@ -102,21 +102,56 @@ async def test_the_right_password_connects_and_readings_flow(
         await task
 
 
-async def test_broker_restart_reconnects_and_resubscribes(
+async def test_broker_kill_loses_the_session_resubscribes_and_reports_the_gap(
     tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
 ) -> None:
-    broker = mosquitto_factory()
+    broker = mosquitto_factory()  # no persistence: a kill -9 forgets every session
     gateway = Gateway(_config(tmp_path, broker.port, unique_name))
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run())
+        try:
+            hub = gateway.hubs["home"]
+            await _until(lambda: hub.stats.state == "connected")
+            await asyncio.to_thread(broker.kill)
+            await _until(lambda: hub.stats.state == "disconnected")
+            await asyncio.to_thread(broker.restart)
+            await _until(lambda: hub.stats.state == "connected" and hub.stats.connects == 2)
+            await _publish(broker.port, f"{unique_name}/hall", b'{"t": 19.0}')
+            await _until(lambda: gateway.pipeline.devices["room"].stats.readings == 1)
+        finally:
+            gateway.stop()
+            await task
+    assert hub.stats.sessions_lost == 1
+    gaps = [e for e in logs if e["event"].startswith("MQTT broker did not keep our session")]
+    assert len(gaps) == 1
+    assert gaps[0]["broker"] == "home"
+    assert gaps[0]["gap_s"] >= 0
+
+
+async def test_persistent_session_keeps_messages_published_while_the_gateway_was_away(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
+) -> None:
+    broker = mosquitto_factory(persistence=True)
+    config = _config(tmp_path, broker.port, unique_name, client_id=f"gw-{unique_name}")
+    gateway = Gateway(config)
     task = asyncio.create_task(gateway.run())
-    try:
-        hub = gateway.hubs["home"]
-        await _until(lambda: hub.stats.state == "connected")
-        await asyncio.to_thread(broker.kill)
-        await _until(lambda: hub.stats.state == "disconnected")
-        await asyncio.to_thread(broker.restart)
-        await _until(lambda: hub.stats.state == "connected" and hub.stats.connects == 2)
-        await _publish(broker.port, f"{unique_name}/hall", b'{"t": 19.0}')
-        await _until(lambda: gateway.pipeline.devices["room"].stats.readings == 1)
-    finally:
-        gateway.stop()
-        await task
+    await _until(lambda: gateway.hubs["home"].stats.state == "connected")
+    gateway.stop()
+    await task
+    # The gateway is away: the broker queues QoS 1 messages for its session.
+    for i in range(5):
+        await _publish(broker.port, f"{unique_name}/attic", b'{"seq": %d}' % i)
+    # ... also across a broker restart, once it saved its state.
+    await asyncio.to_thread(broker.wait_for_autosave)
+    await asyncio.to_thread(broker.kill)
+    await asyncio.to_thread(broker.restart)
+    gateway = Gateway(config)
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run())
+        try:
+            await _until(lambda: gateway.pipeline.devices["room"].stats.readings == 5)
+        finally:
+            gateway.stop()
+            await task
+    connected = [e for e in logs if e["event"] == "connected to MQTT broker"]
+    assert connected[0]["session_present"] is True
