@@ -38,6 +38,28 @@ def _config(tmp_path: Path, devices: dict[str, Any], **gateway: Any) -> Any:
     )
 
 
+def _with_influx(tmp_path: Path, url: str, port: str, **gateway: Any) -> Any:
+    """Both sinks on: InfluxDB at ``url`` (fast retries) and the local store."""
+    return config_from_dict(
+        {
+            "gateway": {"state_dir": str(tmp_path / "state"), "clock_sync_check": False, **gateway},
+            "spool": {"commit_interval": 0.05},
+            "sinks": {
+                "influxdb": {
+                    "url": url,
+                    "bucket": "b",
+                    "org": "o",
+                    "token": "t",
+                    "flush_interval": 0.05,
+                    "retry_max_interval": 0.1,
+                },
+                "local": {"enabled": True, "flush_interval": 0.05},
+            },
+            "devices": {"s": {"driver": "line", "port": port}},
+        }
+    )
+
+
 async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
@@ -225,27 +247,8 @@ async def test_self_metrics_count_failed_batches_by_reason(
     """A FAKE InfluxDB (tests/servers.py) answers 503 twice, then accepts."""
     fake_influx.script([Answer(status=503, body="busy"), Answer(status=503, body="busy")])
     pty = serial_pty()
-    config = config_from_dict(
-        {
-            "gateway": {
-                "state_dir": str(tmp_path / "state"),
-                "clock_sync_check": False,
-                "metrics_interval": 0.1,
-            },
-            "spool": {"commit_interval": 0.05},
-            "sinks": {
-                "influxdb": {
-                    "url": fake_influx.url,
-                    "bucket": "b",
-                    "org": "o",
-                    "token": "t",
-                    "flush_interval": 0.05,
-                    "retry_max_interval": 0.1,
-                },
-                "local": {"enabled": True, "flush_interval": 0.05},
-            },
-            "devices": {"s": {"driver": "line", "port": pty.path}},
-        }
+    config = _with_influx(
+        tmp_path, fake_influx.url, pty.path, metrics_interval=0.1, shutdown_grace=1.0
     )
     gateway = await running(config)
     await _open(pty, gateway, "s")
@@ -256,7 +259,7 @@ async def test_self_metrics_count_failed_batches_by_reason(
         return {r.field: r.value for r in rows if r.tags.get("name") == "influxdb"}
 
     await _until(
-        lambda: influx_metrics().get("batches_failed_http_503_unavailable") == 2, timeout=10
+        lambda: influx_metrics().get("batches_failed_http_503_unavailable") == 2, timeout=30
     )
     assert influx_metrics()["points_written"] >= 1
 
@@ -266,28 +269,7 @@ async def test_one_sink_failing_never_stalls_readers_or_the_other_sink(
 ) -> None:
     pty = serial_pty()
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    config = config_from_dict(
-        {
-            "gateway": {
-                "state_dir": str(tmp_path / "state"),
-                "clock_sync_check": False,
-                "shutdown_grace": 0.5,
-            },
-            "spool": {"commit_interval": 0.05},
-            "sinks": {
-                "influxdb": {
-                    "url": dead,
-                    "bucket": "b",
-                    "org": "o",
-                    "token": "t",
-                    "flush_interval": 0.05,
-                    "retry_max_interval": 0.2,
-                },
-                "local": {"enabled": True, "flush_interval": 0.05},
-            },
-            "devices": {"s": {"driver": "line", "port": pty.path}},
-        }
-    )
+    config = _with_influx(tmp_path, dead, pty.path, shutdown_grace=0.5)
     gateway = await running(config)
     await _open(pty, gateway, "s")
     for i in range(20):
