@@ -30,6 +30,7 @@ from typing import Any, Literal
 import structlog
 
 from gateway.errors import SpoolError
+from gateway.transactions import transaction
 
 log = structlog.get_logger("gateway.spool")
 
@@ -730,25 +731,24 @@ class Spool:
     def _ack_sync(self, sink: str, end: Position) -> tuple[int, int]:
         db = self._db
         assert db is not None
-        db.execute("BEGIN IMMEDIATE")
-        start_chunk, start_line = db.execute(
-            "SELECT chunk_id, line FROM cursor WHERE sink = ?", (sink,)
-        ).fetchone()
-        acked = 0
-        if Position(start_chunk, start_line) < end:
-            between = db.execute(
-                "SELECT COALESCE(SUM(count), 0) FROM chunk WHERE id >= ? AND id < ?",
-                (start_chunk, end.chunk_id),
-            ).fetchone()[0]
-            acked = max(0, between - start_line + end.line)
-        # A drop may have moved the cursor past this batch meanwhile; never move it back.
-        db.execute(
-            "UPDATE cursor SET chunk_id = ?, line = ? WHERE sink = ? AND (chunk_id < ? OR "
-            "(chunk_id = ? AND line < ?))",
-            (end.chunk_id, end.line, sink, end.chunk_id, end.chunk_id, end.line),
-        )
-        freed = self._gc_sync(db)
-        db.execute("COMMIT")
+        with transaction(db):
+            start_chunk, start_line = db.execute(
+                "SELECT chunk_id, line FROM cursor WHERE sink = ?", (sink,)
+            ).fetchone()
+            acked = 0
+            if Position(start_chunk, start_line) < end:
+                between = db.execute(
+                    "SELECT COALESCE(SUM(count), 0) FROM chunk WHERE id >= ? AND id < ?",
+                    (start_chunk, end.chunk_id),
+                ).fetchone()[0]
+                acked = max(0, between - start_line + end.line)
+            # A drop may have moved the cursor past this batch meanwhile; never move it back.
+            db.execute(
+                "UPDATE cursor SET chunk_id = ?, line = ? WHERE sink = ? AND (chunk_id < ? OR "
+                "(chunk_id = ? AND line < ?))",
+                (end.chunk_id, end.line, sink, end.chunk_id, end.chunk_id, end.line),
+            )
+            freed = self._gc_sync(db)
         return freed, acked
 
     def _gc_sync(self, db: sqlite3.Connection) -> int:
@@ -766,12 +766,11 @@ class Spool:
         db = self._db
         assert db is not None
         now = time.time_ns()
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(
-            "INSERT INTO dead_letter (sink, created_ns, reason, line) VALUES (?, ?, ?, ?)",
-            [(sink, now, reason, line) for line, reason in rejected],
-        )
-        db.execute("COMMIT")
+        with transaction(db):
+            db.executemany(
+                "INSERT INTO dead_letter (sink, created_ns, reason, line) VALUES (?, ?, ?, ?)",
+                [(sink, now, reason, line) for line, reason in rejected],
+            )
 
     def _dead_letters_sync(self, sink: str | None, limit: int) -> list[dict[str, Any]]:
         db = self._db
@@ -806,9 +805,8 @@ class Spool:
     def _save_types_sync(self, types: Sequence[tuple[str, str, str]]) -> None:
         db = self._db
         assert db is not None
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT OR IGNORE INTO field_type VALUES (?, ?, ?)", types)
-        db.execute("COMMIT")
+        with transaction(db):
+            db.executemany("INSERT OR IGNORE INTO field_type VALUES (?, ?, ?)", types)
 
     # --- drops --------------------------------------------------------------------
 

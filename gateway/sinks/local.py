@@ -58,6 +58,7 @@ from gateway.errors import SinkUnavailable
 from gateway.lineprotocol import LineProtocolError, parse
 from gateway.reading import FieldValue
 from gateway.sinks.base import Outcome, Sink, Verdict
+from gateway.transactions import transaction
 
 __all__ = [
     "FOLD_INTERVAL_S",
@@ -354,19 +355,13 @@ class LocalStore:
     def _fold_sync(self) -> int:
         db = self._conn()
         started = time.monotonic()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             # In sample's key order, so the B-tree is walked once from left to right.
             moved = db.execute(
                 "INSERT OR REPLACE INTO sample (field_id, time_ns, value) "
                 "SELECT field_id, time_ns, value FROM recent ORDER BY field_id, time_ns"
             ).rowcount
             db.execute("DELETE FROM recent")
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
         self._recent_rows = 0
         self._folded_at = time.monotonic()
         if moved:
@@ -473,8 +468,7 @@ class LocalStore:
 
     def _expire_field_sync(self, field_id: int, cutoff: int, limit: int) -> int:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             # The time of the limit-th oldest expired sample bounds this transaction.
             row = db.execute(
                 "SELECT time_ns FROM sample WHERE field_id = ? AND time_ns < ? "
@@ -489,17 +483,11 @@ class LocalStore:
                 cur = db.execute(
                     "DELETE FROM sample WHERE field_id = ? AND time_ns <= ?", (field_id, row[0])
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
         return cur.rowcount
 
     def _expire_recent_sync(self, cutoff: int, limit: int) -> int:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             row = db.execute(
                 "SELECT time_ns FROM recent WHERE time_ns < ? ORDER BY time_ns LIMIT 1 OFFSET ?",
                 (cutoff, limit - 1),
@@ -508,17 +496,11 @@ class LocalStore:
             cur = db.execute(
                 f"DELETE FROM recent WHERE {bound}", (cutoff if row is None else row[0],)
             )
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
         return cur.rowcount
 
     def _drop_empty_sync(self) -> tuple[int, int]:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             fields = db.execute(
                 "DELETE FROM field WHERE NOT EXISTS "
                 "(SELECT 1 FROM sample WHERE field_id = field.id) "
@@ -528,11 +510,6 @@ class LocalStore:
                 "DELETE FROM series WHERE NOT EXISTS "
                 "(SELECT 1 FROM field WHERE series_id = series.id)"
             ).rowcount
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
         if fields or series:
             self._cache.clear()
         return fields, series
