@@ -40,10 +40,11 @@ from _common import line_of, proc_io, use_test_helpers, wait_quiet, write_result
 
 use_test_helpers()
 
+from gateway.delivery.loop import DeliveryLoop  # noqa: E402
+from gateway.delivery.spool import Spool  # noqa: E402
 from gateway.logging import configure  # noqa: E402
-from gateway.sinks.base import DeliveryLoop, Outcome, Sink, Verdict  # noqa: E402
+from gateway.sinks.base import Outcome, Sink, Verdict  # noqa: E402
 from gateway.sinks.local import FOLD_INTERVAL_S, LocalSink, LocalStore  # noqa: E402
-from gateway.spool import Spool  # noqa: E402
 
 TRACED = ("fsync", "fdatasync", "write", "pwrite64", "writev", "pwritev", "pwritev2")
 DEVICES = 100

@@ -30,13 +30,13 @@ from _publisher import build
 use_test_helpers()
 
 from gateway.config import config_from_dict  # noqa: E402
+from gateway.delivery.spool import Spool  # noqa: E402
 from gateway.driver import MqttDriver  # noqa: E402
-from gateway.fieldtypes import FieldTypes  # noqa: E402
-from gateway.lineprotocol import encode  # noqa: E402
 from gateway.logging import configure  # noqa: E402
-from gateway.mqtt_hub import MqttHub  # noqa: E402
-from gateway.pipeline import Pipeline  # noqa: E402
-from gateway.spool import Spool  # noqa: E402
+from gateway.mqtt.hub import MqttHub  # noqa: E402
+from gateway.pipeline.fieldtypes import FieldTypes  # noqa: E402
+from gateway.pipeline.intake import Pipeline  # noqa: E402
+from gateway.pipeline.lineprotocol import encode  # noqa: E402
 
 BUDGET_US = 10.0
 

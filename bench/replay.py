@@ -1,6 +1,6 @@
 """Backlog replay: 1,000,000 spooled readings drained into VictoriaMetrics.
 
-Builds a spool of ``--readings`` lines with ``gateway.spool.Spool`` itself (add() +
+Builds a spool of ``--readings`` lines with ``gateway.delivery.spool.Spool`` itself (add() +
 commit() of ``--chunk`` lines at a time, as the gateway's group commit would under load),
 the sink's cursor at the start. Then, for gzip on and off, a copy of that spool is drained
 by a real ``DeliveryLoop`` + ``InfluxSink`` (v2 API, batch_size 5000) into a fresh
@@ -38,10 +38,10 @@ use_test_helpers()
 from servers import VictoriaMetrics, http_request  # noqa: E402
 
 from gateway.config import InfluxSection  # noqa: E402
+from gateway.delivery.loop import DeliveryLoop  # noqa: E402
+from gateway.delivery.spool import Spool  # noqa: E402
 from gateway.logging import configure  # noqa: E402
-from gateway.sinks.base import DeliveryLoop  # noqa: E402
 from gateway.sinks.influxdb import InfluxSink  # noqa: E402
-from gateway.spool import Spool  # noqa: E402
 
 SINK = "influxdb"
 DEVICES = 100

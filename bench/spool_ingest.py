@@ -28,8 +28,8 @@ from _common import cpu_seconds, line_of, use_test_helpers, wait_quiet, write_re
 
 use_test_helpers()
 
+from gateway.delivery.spool import EARLY_COMMIT_LINES, Spool  # noqa: E402
 from gateway.logging import configure  # noqa: E402
-from gateway.spool import EARLY_COMMIT_LINES, Spool  # noqa: E402
 
 GOAL_BYTES = 64
 DEVICES = 100

@@ -196,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_gateway(config: Any, ready: Any = None) -> int:
     """Run a gateway for ``config`` until SIGTERM/SIGINT; return the exit code."""
-    from gateway.runtime import Gateway
+    from gateway.app import Gateway
 
     async def _main() -> None:
         gateway = Gateway(config)
@@ -210,7 +210,7 @@ def run_gateway(config: Any, ready: Any = None) -> int:
 
 
 def cmd_drivers(args: argparse.Namespace) -> int:
-    from gateway.registry import discover
+    from gateway.plugins import discover
 
     found = discover()
     info: list[dict[str, Any]] = []
@@ -349,7 +349,7 @@ def _status_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from gateway.status import render_status
+    from gateway.telemetry.status import render_status
 
     path = _status_path(args)
     try:

@@ -26,8 +26,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validat
 
 from gateway.driver import Driver, MqttOptions, SerialOptions
 from gateway.errors import ConfigError
-from gateway.normalize import NormalizeConfig
 from gateway.options import Duration, Options, Size
+from gateway.pipeline.normalize import NormalizeConfig
 
 # Defaults, and where the numbers come from.
 DEFAULT_STATE_DIR = "/var/lib/sensor-gateway"
@@ -270,7 +270,7 @@ def config_from_dict(
 ) -> Config:
     """Validate an already-parsed configuration (used by ``load_config`` and the demo)."""
     if drivers is None:
-        from gateway.registry import load_drivers
+        from gateway.plugins import load_drivers
 
         drivers = load_drivers()
     problems: list[tuple[str, str]] = []

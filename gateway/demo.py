@@ -24,7 +24,7 @@ from typing import Any
 from devices.line.simulator import LineFormat
 from gateway.config import config_from_dict
 from gateway.logging import configure
-from gateway.reading import Reading
+from gateway.pipeline.reading import Reading
 
 SERIAL_SENSORS: list[tuple[str, LineFormat, float]] = [
     # name, line format, rate (Hz)
@@ -160,7 +160,7 @@ async def _publish(port: int, stop: asyncio.Event) -> None:
 def run_demo(state_dir: Path, duration: float | None = None, live: bool = True) -> int:
     """Run the demo until Ctrl-C (or ``duration`` seconds); returns the exit code."""
     from devices.line.simulator import LineSimulator
-    from gateway.runtime import Gateway
+    from gateway.app import Gateway
 
     state_dir.mkdir(parents=True, exist_ok=True)
     configure("info", "console")

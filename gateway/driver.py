@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 
 from gateway.errors import RejectedInput
 from gateway.options import Duration, Options, Size
-from gateway.reading import RawSample
+from gateway.pipeline.reading import RawSample
 
 __all__ = [
     "Driver",

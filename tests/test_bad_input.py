@@ -29,8 +29,8 @@ from devices._sink import write_all_async
 from devices.json.simulator import HOSTILE_PAYLOADS
 from devices.line.simulator import LineSimulator
 from gateway import query
+from gateway.app import Gateway
 from gateway.config import config_from_dict
-from gateway.runtime import Gateway
 
 # Rules that make the fields numeric, so a string there is "not_numeric".
 FIELD_RULES: dict[str, Any] = {

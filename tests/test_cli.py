@@ -23,10 +23,10 @@ from gateway_proc import to_toml
 from servers import SerialPty
 
 from gateway import __version__
+from gateway.app import Gateway
 from gateway.cli import _parser, main
 from gateway.config import load_config
-from gateway.registry import load_drivers
-from gateway.runtime import Gateway
+from gateway.plugins import load_drivers
 
 SECRET = "s3cr3t-T0KEN-value"
 BIN = Path(sys.executable).parent
@@ -477,7 +477,7 @@ def test_query_relative_times_as_separate_arguments(
 
 
 def test_dead_letter_lists_and_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.spool import Spool
+    from gateway.delivery.spool import Spool
 
     config = tmp_path / "gateway.toml"
     config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n')

@@ -14,7 +14,7 @@ import pytest
 from gateway.cli import main
 from gateway.config import load_config
 from gateway.errors import ConfigError
-from gateway.registry import load_drivers
+from gateway.plugins import load_drivers
 
 REPO = Path(__file__).parents[1]
 SAMPLE_CONFIGS = sorted((REPO / "config").glob("*.toml"))

@@ -26,9 +26,9 @@ from servers import Answer, FakeInfluxServer
 
 from gateway.backoff import Backoff
 from gateway.config import InfluxSection
-from gateway.sinks.base import DeliveryLoop
+from gateway.delivery.loop import DeliveryLoop
+from gateway.delivery.spool import Spool
 from gateway.sinks.influxdb import InfluxSink
-from gateway.spool import Spool
 
 TOKEN = "tok-5f3e-SECRET-9a1c"
 PASSWORD = "pw-77c1-SECRET-e402"

@@ -14,7 +14,7 @@ from gateway.config import (
     LocalSection,
     SpoolSection,
 )
-from gateway.normalize import FieldRule, NormalizeConfig
+from gateway.pipeline.normalize import FieldRule, NormalizeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DOC = (ROOT / "docs" / "configuration.md").read_text()

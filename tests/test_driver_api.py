@@ -35,7 +35,7 @@ from gateway.driver import (
     SerialOptions,
     TopicPattern,
 )
-from gateway.registry import ENTRY_POINT_GROUP, discover
+from gateway.plugins import ENTRY_POINT_GROUP, discover
 
 REPO = Path(__file__).parents[1]
 EXAMPLE = REPO / "examples" / "sensor-gateway-example-driver"

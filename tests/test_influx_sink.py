@@ -30,9 +30,10 @@ from servers import (
 
 from gateway.backoff import Backoff
 from gateway.config import InfluxSection
-from gateway.sinks.base import DeliveryLoop, Outcome, Verdict
+from gateway.delivery.loop import DeliveryLoop
+from gateway.delivery.spool import Spool
+from gateway.sinks.base import Outcome, Verdict
 from gateway.sinks.influxdb import InfluxSink, parse_retry_after, safe_url
-from gateway.spool import Spool
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000

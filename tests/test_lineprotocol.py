@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import RejectedInput
-from gateway.lineprotocol import (
+from gateway.pipeline.lineprotocol import (
     MAX_STRING_BYTES,
     MAX_TIME_NS,
     MIN_TIME_NS,
@@ -29,7 +29,7 @@ from gateway.lineprotocol import (
     parse,
     series_key,
 )
-from gateway.reading import FieldValue, Reading
+from gateway.pipeline.reading import FieldValue, Reading
 
 T = TypeVar("T")
 U = TypeVar("U")

@@ -14,11 +14,12 @@ import pytest
 from structlog.testing import capture_logs
 
 import gateway.sinks.local as local
-from gateway.lineprotocol import LineProtocolError, parse
-from gateway.query import QueryRequest, Row, SeriesSummary, run_query, summary
-from gateway.sinks.base import DeliveryLoop, Verdict
+from gateway.delivery.loop import DeliveryLoop
+from gateway.delivery.spool import Spool
+from gateway.pipeline.lineprotocol import LineProtocolError, parse
+from gateway.query.local import QueryRequest, Row, SeriesSummary, run_query, summary
+from gateway.sinks.base import Verdict
 from gateway.sinks.local import LocalSink, LocalStore
-from gateway.spool import Spool
 
 T0 = 1_714_557_600_000_000_000  # 2024-05-01T10:00:00Z
 S = 1_000_000_000

@@ -12,8 +12,8 @@ import pytest
 from servers import MosquittoFactory
 from structlog.testing import capture_logs
 
+from gateway.app import Gateway
 from gateway.config import config_from_dict
-from gateway.runtime import Gateway
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.normalize import FieldRule, NormalizeConfig, Normalizer, NormalizeResult
-from gateway.reading import RawSample
+from gateway.pipeline.normalize import FieldRule, NormalizeConfig, Normalizer, NormalizeResult
+from gateway.pipeline.reading import RawSample
 
 NOW = 1_700_000_000_000_000_000
 SECOND = 1_000_000_000

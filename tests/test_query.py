@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.query import (
+from gateway.query.local import (
     QueryError,
     QueryRequest,
     Row,

@@ -17,8 +17,8 @@ import pytest
 from servers import Answer, FakeInfluxServer, SerialPty, SerialPtyFactory, free_port
 
 from gateway import query
+from gateway.app import Gateway
 from gateway.config import config_from_dict
-from gateway.runtime import Gateway
 
 
 def _config(tmp_path: Path, devices: dict[str, Any], **gateway: Any) -> Any:
@@ -192,7 +192,7 @@ async def test_unsynchronized_clock_tags_readings(
     running: Callable[[Any], Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("gateway.runtime.clock_synchronized", lambda: False)
+    monkeypatch.setattr("gateway.app.clock_synchronized", lambda: False)
     pty = serial_pty()
     gateway = await running(
         _config(tmp_path, {"s": {"driver": "line", "port": pty.path}}, clock_sync_check=True)

@@ -14,11 +14,11 @@ import pytest
 from servers import SerialPtyFactory
 
 from devices.line import LineDriver, LineOptions
+from gateway.delivery.spool import Spool
 from gateway.errors import DeviceUnavailable
-from gateway.normalize import NormalizeConfig
-from gateway.pipeline import DeviceInput, Pipeline
-from gateway.serial_port import run_serial_device
-from gateway.spool import Spool
+from gateway.pipeline.intake import DeviceInput, Pipeline
+from gateway.pipeline.normalize import NormalizeConfig
+from gateway.serial.runner import run_serial_device
 
 
 async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

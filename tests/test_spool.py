@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-import gateway.spool as spool_mod
-from gateway.spool import Spool
+import gateway.delivery.spool as spool_mod
+from gateway.delivery.spool import Spool
 
 
 def _lines(prefix: str, n: int, width: int = 0) -> list[str]:

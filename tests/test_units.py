@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from gateway.units import UnitError, converter, dimension, known_units, scale_offset
+from gateway.pipeline.units import UnitError, converter, dimension, known_units, scale_offset
 
 
 @pytest.mark.parametrize(

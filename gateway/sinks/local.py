@@ -55,8 +55,8 @@ import structlog
 
 from gateway.config import DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL_S, Config
 from gateway.errors import SinkUnavailable
-from gateway.lineprotocol import LineProtocolError, parse
-from gateway.reading import FieldValue
+from gateway.pipeline.lineprotocol import LineProtocolError, parse
+from gateway.pipeline.reading import FieldValue
 from gateway.sinks.base import Outcome, Sink, Verdict
 from gateway.transactions import transaction
 

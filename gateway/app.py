@@ -21,18 +21,19 @@ import structlog
 
 from gateway import __version__
 from gateway.backoff import Backoff
-from gateway.clock import clock_synchronized
 from gateway.config import Config
+from gateway.delivery.loop import DeliveryLoop
+from gateway.delivery.spool import Spool
 from gateway.driver import MqttDriver, SerialDriver
 from gateway.errors import DeviceUnavailable
-from gateway.fieldtypes import FieldTypes
-from gateway.lineprotocol import encode
-from gateway.mqtt_hub import MqttHub
-from gateway.pipeline import DeviceInput, Pipeline
-from gateway.reading import Reading
-from gateway.serial_port import run_serial_device
-from gateway.sinks.base import DeliveryLoop, Sink
-from gateway.spool import Spool
+from gateway.mqtt.hub import MqttHub
+from gateway.pipeline.clock import clock_synchronized
+from gateway.pipeline.fieldtypes import FieldTypes
+from gateway.pipeline.intake import DeviceInput, Pipeline
+from gateway.pipeline.lineprotocol import encode
+from gateway.pipeline.reading import Reading
+from gateway.serial.runner import run_serial_device
+from gateway.sinks.base import Sink
 
 log = structlog.get_logger("gateway")
 

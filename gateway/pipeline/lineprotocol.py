@@ -47,7 +47,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from gateway.errors import RejectedInput
-from gateway.reading import FieldValue, Reading
+from gateway.pipeline.reading import FieldValue, Reading
 
 __all__ = [
     "MAX_KEY_BYTES",

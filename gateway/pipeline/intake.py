@@ -12,14 +12,14 @@ from dataclasses import replace
 
 import structlog
 
-from gateway.clock import UNSYNCED_TAG
+from gateway.delivery.spool import Spool
 from gateway.errors import RejectedInput
-from gateway.fieldtypes import FieldTypes
-from gateway.lineprotocol import LineProtocolError, encode
-from gateway.metrics import DeviceStats, RateLimit
-from gateway.normalize import NormalizeConfig, Normalizer
-from gateway.reading import RawSample, Reading
-from gateway.spool import Spool
+from gateway.pipeline.clock import UNSYNCED_TAG
+from gateway.pipeline.fieldtypes import FieldTypes
+from gateway.pipeline.lineprotocol import LineProtocolError, encode
+from gateway.pipeline.normalize import NormalizeConfig, Normalizer
+from gateway.pipeline.reading import RawSample, Reading
+from gateway.telemetry.stats import DeviceStats, RateLimit
 
 Tap = Callable[[str, Reading], None]
 

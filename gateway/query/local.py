@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from gateway.errors import GatewayError
-from gateway.reading import FieldValue
+from gateway.pipeline.reading import FieldValue
 
 __all__ = [
     "QueryError",

@@ -21,7 +21,7 @@ from gateway.backoff import Backoff
 from gateway.config import BrokerSection, default_client_id
 from gateway.driver import MqttDriver
 from gateway.errors import RejectedInput
-from gateway.pipeline import DeviceInput
+from gateway.pipeline.intake import DeviceInput
 
 # Routing results are cached per topic; a gateway sees a bounded set of topics, but a
 # misbehaving publisher could invent endless ones, so the cache is capped.

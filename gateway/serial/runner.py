@@ -18,7 +18,7 @@ import serial_asyncio_fast
 
 from gateway.driver import SerialDriver
 from gateway.errors import DeviceUnavailable, RejectedInput
-from gateway.pipeline import DeviceInput
+from gateway.pipeline.intake import DeviceInput
 
 READ_CHUNK_BYTES = 4096
 # A polled device that misses this many answers in a row is reopened.

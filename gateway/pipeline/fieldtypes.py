@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.reading import FieldValue, Reading
+from gateway.pipeline.reading import FieldValue, Reading
 
 _TYPE_NAMES = {float: "float", int: "int", bool: "bool", str: "string"}
 

@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.reading import FieldValue, RawSample, Reading
-from gateway.units import dimension, scale_offset
+from gateway.pipeline.reading import FieldValue, RawSample, Reading
+from gateway.pipeline.units import dimension, scale_offset
 
 __all__ = ["DropReason", "FieldRule", "NormalizeConfig", "NormalizeResult", "Normalizer"]
 

@@ -1,0 +1,1 @@
+"""MQTT: one hub (connection, subscriptions, routing) per broker."""

@@ -1,0 +1,1 @@
+"""Serial devices: the runner that opens a port, cuts frames, polls and hands frames on."""

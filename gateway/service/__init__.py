@@ -1,0 +1,1 @@
+"""Running as a service: the state-directory lock, the runtime directory, signals."""

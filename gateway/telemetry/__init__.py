@@ -1,0 +1,1 @@
+"""What the gateway knows about itself: counters, the status document, self-metrics."""
