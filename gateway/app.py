@@ -20,25 +20,22 @@ from typing import Any
 import structlog
 
 from gateway import __version__
-from gateway.backoff import Backoff
 from gateway.config import Config
 from gateway.delivery.loop import DeliveryLoop
 from gateway.delivery.spool import Spool
 from gateway.driver import MqttDriver, SerialDriver
-from gateway.errors import DeviceUnavailable
 from gateway.mqtt.hub import MqttHub
-from gateway.pipeline.clock import clock_synchronized
 from gateway.pipeline.fieldtypes import FieldTypes
 from gateway.pipeline.intake import DeviceInput, Pipeline
 from gateway.pipeline.lineprotocol import encode
 from gateway.pipeline.reading import Reading
+from gateway.pipeline.timesource import TimeSource
 from gateway.serial.runner import run_serial_device
+from gateway.serial.supervise import supervise_device
 from gateway.sinks.base import Sink
 
 log = structlog.get_logger("gateway")
 
-# A device that ran this long before failing starts its backoff from the beginning.
-STABLE_RUN_S = 60.0
 STATUS_INTERVAL_S = 2.0
 CLOCK_CHECK_INTERVAL_S = 30.0
 SELF_MEASUREMENT = "sensor_gateway"
@@ -73,8 +70,9 @@ def _serial_runner(driver: SerialDriver[Any], entry: DeviceInput) -> Callable[[]
 class Gateway:
     """Everything that runs, built from a validated :class:`~gateway.config.Config`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, time_source: TimeSource | None = None) -> None:
         self.config = config
+        self.time = time_source or TimeSource(check_sync=config.gateway.clock_sync_check)
         spool_cfg = config.spool
         self.sinks = build_sinks(config)
         self.spool = Spool(
@@ -86,7 +84,9 @@ class Gateway:
             synchronous=spool_cfg.synchronous,
         )
         self.pipeline = Pipeline(
-            self.spool, time_step_ns=max(1, round(config.gateway.time_resolution * 1e9))
+            self.spool,
+            time_step_ns=max(1, round(config.gateway.time_resolution * 1e9)),
+            time_source=self.time,
         )
         self.loops = [DeliveryLoop(sink, self.spool) for sink in self.sinks]
         self.hubs: dict[str, MqttHub] = {}
@@ -116,7 +116,7 @@ class Gateway:
         """Run until :meth:`stop`; then shut down gracefully."""
         await self.spool.open()
         self.pipeline.field_types = FieldTypes(await self.spool.load_field_types())
-        self._check_clock()
+        self.time.refresh_sync()
         for sink in self.sinks:
             await sink.start()
         log.info(
@@ -182,38 +182,18 @@ class Gateway:
         async with asyncio.TaskGroup() as tg:
             for driver, entry in self._serial:
                 tg.create_task(
-                    self._supervise(entry, _serial_runner(driver, entry)),
+                    supervise_device(
+                        entry,
+                        _serial_runner(driver, entry),
+                        self.config.gateway.restart_backoff_initial,
+                        self.config.gateway.restart_backoff_max,
+                    ),
                     name=f"device-{entry.name}",
                 )
             for hub in self.hubs.values():
                 tg.create_task(hub.run(), name=f"mqtt-{hub.name}")
                 for route in hub._routes:
                     route.entry.stats.state = "running"
-
-    async def _supervise(self, entry: DeviceInput, run: Callable[[], Awaitable[None]]) -> None:
-        """Run one device forever; restart it with capped, jittered backoff when it fails."""
-        cfg = self.config.gateway
-        backoff = Backoff(cfg.restart_backoff_initial, cfg.restart_backoff_max)
-        while True:
-            started = time.monotonic()
-            try:
-                await run()
-                reason = "device runner returned"
-            except DeviceUnavailable as err:
-                reason = str(err)
-            except Exception as err:  # a driver bug: report it, keep the others running
-                reason = f"{type(err).__name__}: {err}"
-                entry.log.exception("device task crashed")
-            if time.monotonic() - started > STABLE_RUN_S:
-                backoff.reset()
-            delay = backoff.next()
-            entry.stats.restarts += 1
-            entry.stats.state = "waiting"
-            entry.stats.last_error = reason
-            entry.log.warning(
-                "device unavailable; retrying", reason=reason, retry_in_s=round(delay, 1)
-            )
-            await asyncio.sleep(delay)
 
     # --- housekeeping ---------------------------------------------------------------
 
@@ -226,7 +206,7 @@ class Gateway:
             await self.spool.save_field_types(self.pipeline.field_types.take_new())
             if now - last_clock >= CLOCK_CHECK_INTERVAL_S:
                 last_clock = now
-                self._check_clock()
+                self.time.refresh_sync()
             self._growth.append((now, self.spool.size_bytes))
             self._growth = [(t, b) for t, b in self._growth if now - t <= 60.0]
             oldest = await self.spool.oldest_age()
@@ -234,21 +214,6 @@ class Gateway:
             if now - last_metrics >= self.config.gateway.metrics_interval:
                 last_metrics = now
                 self._emit_self_metrics(oldest)
-
-    def _check_clock(self) -> None:
-        if not self.config.gateway.clock_sync_check:
-            return
-        synced = clock_synchronized()
-        unsynced = synced is False
-        if unsynced != self.pipeline.clock_unsynced:
-            self.pipeline.clock_unsynced = unsynced
-            if unsynced:
-                log.warning(
-                    "system clock is not synchronized; readings are tagged clock=unsynced "
-                    "until it is (set gateway.clock_sync_check = false to turn this off)"
-                )
-            else:
-                log.info("system clock synchronized; readings no longer tagged")
 
     def time_to_loss(self) -> float | None:
         """Seconds until the spool cap is reached at the current net growth (None: not filling)."""
@@ -269,7 +234,7 @@ class Gateway:
             "running": running,
             "started_at": self._started,
             "updated_at": time.time(),
-            "clock_unsynced": self.pipeline.clock_unsynced,
+            "clock_unsynced": self.time.unsynced,
             "devices": {
                 name: {
                     "state": "stale" if e.stats.stale else e.stats.state,

@@ -192,7 +192,7 @@ async def test_unsynchronized_clock_tags_readings(
     running: Callable[[Any], Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("gateway.app.clock_synchronized", lambda: False)
+    monkeypatch.setattr("gateway.pipeline.timesource.clock_synchronized", lambda: False)
     pty = serial_pty()
     gateway = await running(
         _config(tmp_path, {"s": {"driver": "line", "port": pty.path}}, clock_sync_check=True)

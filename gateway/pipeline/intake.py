@@ -19,6 +19,7 @@ from gateway.pipeline.fieldtypes import FieldTypes
 from gateway.pipeline.lineprotocol import LineProtocolError, encode
 from gateway.pipeline.normalize import NormalizeConfig, Normalizer
 from gateway.pipeline.reading import RawSample, Reading
+from gateway.pipeline.timesource import TimeSource
 from gateway.telemetry.stats import DeviceStats, RateLimit
 
 Tap = Callable[[str, Reading], None]
@@ -31,12 +32,16 @@ class Pipeline:
     """Shared state of the hot path: the spool, pinned field types, clock state, taps."""
 
     def __init__(
-        self, spool: Spool, field_types: FieldTypes | None = None, time_step_ns: int = 1_000_000
+        self,
+        spool: Spool,
+        field_types: FieldTypes | None = None,
+        time_step_ns: int = 1_000_000,
+        time_source: TimeSource | None = None,
     ) -> None:
         self.spool = spool
         self.time_step_ns = time_step_ns
         self.field_types = field_types or FieldTypes()
-        self.clock_unsynced = False
+        self.time = time_source or TimeSource()
         self.taps: list[Tap] = []
         self.devices: dict[str, DeviceInput] = {}
 
@@ -64,10 +69,10 @@ class DeviceInput:
 
     def submit(self, samples: Iterable[RawSample], now_ns: int | None = None, **where: str) -> int:
         """Normalize and spool ``samples``; return how many readings were accepted."""
-        if now_ns is None:
-            now_ns = time.time_ns()
         stats = self.stats
         pipeline = self.pipeline
+        if now_ns is None:
+            now_ns = pipeline.time.now_ns()
         stats.frames += 1
         accepted = 0
         step = pipeline.time_step_ns
@@ -108,7 +113,7 @@ class DeviceInput:
             if reading is None:
                 stats.reject("type_conflict")
                 continue
-            if pipeline.clock_unsynced:
+            if pipeline.time.unsynced:
                 reading = replace(reading, tags={**reading.tags, UNSYNCED_TAG[0]: UNSYNCED_TAG[1]})
             try:
                 line = encode(reading)
