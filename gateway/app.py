@@ -41,7 +41,7 @@ CLOCK_CHECK_INTERVAL_S = 30.0
 SELF_MEASUREMENT = "sensor_gateway"
 
 
-def build_sinks(config: Config) -> list[Sink]:
+def build_sinks(config: Config, time_source: TimeSource | None = None) -> list[Sink]:
     """The sinks the configuration turns on."""
     sinks: list[Sink] = []
     if config.influx is not None:
@@ -51,7 +51,7 @@ def build_sinks(config: Config) -> list[Sink]:
     if config.local_enabled:
         from gateway.sinks.local import LocalSink
 
-        sinks.append(LocalSink.from_config(config))
+        sinks.append(LocalSink.from_config(config, time_source))
     return sinks
 
 
@@ -74,7 +74,7 @@ class Gateway:
         self.config = config
         self.time = time_source or TimeSource(check_sync=config.gateway.clock_sync_check)
         spool_cfg = config.spool
-        self.sinks = build_sinks(config)
+        self.sinks = build_sinks(config, self.time)
         self.spool = Spool(
             config.spool_path,
             [s.name for s in self.sinks],
@@ -82,6 +82,7 @@ class Gateway:
             max_bytes=spool_cfg.max_bytes,
             max_age=spool_cfg.max_age,
             synchronous=spool_cfg.synchronous,
+            time_source=self.time,
         )
         self.pipeline = Pipeline(
             self.spool,

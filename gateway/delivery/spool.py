@@ -30,6 +30,7 @@ from typing import Any, Literal
 import structlog
 
 from gateway.errors import SpoolError
+from gateway.pipeline.timesource import TimeSource
 from gateway.transactions import transaction
 
 log = structlog.get_logger("gateway.spool")
@@ -223,8 +224,10 @@ class Spool:
         max_bytes: int = 256 * 1024**2,
         max_age: float | None = None,
         synchronous: Literal["normal", "full"] = "normal",
+        time_source: TimeSource | None = None,
     ) -> None:
         self.path = path
+        self.time = time_source or TimeSource(check_sync=False)
         self.commit_interval = commit_interval
         self.max_bytes = max_bytes
         self.max_age = max_age

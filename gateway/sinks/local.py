@@ -57,6 +57,7 @@ from gateway.config import DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL_S, Config
 from gateway.errors import SinkUnavailable
 from gateway.pipeline.lineprotocol import LineProtocolError, parse
 from gateway.pipeline.reading import FieldValue
+from gateway.pipeline.timesource import TimeSource
 from gateway.sinks.base import Outcome, Sink, Verdict
 from gateway.transactions import transaction
 
@@ -197,8 +198,10 @@ class LocalStore:
         synchronous: Literal["normal", "full"] = "full",
         fold_interval: float = FOLD_INTERVAL_S,
         fold_rows: int = FOLD_ROWS,
+        time_source: TimeSource | None = None,
     ) -> None:
         self.path = path
+        self.time = time_source or TimeSource(check_sync=False)
         self.retention = retention
         self.synchronous = synchronous
         self.fold_interval = fold_interval
@@ -542,10 +545,12 @@ class LocalSink(Sink):
         self._retention: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: Config) -> LocalSink:
+    def from_config(cls, config: Config, time_source: TimeSource | None = None) -> LocalSink:
         """The sink as ``[sinks.local]`` describes it (store at ``config.local_path``)."""
         section = config.sinks.local
-        store = LocalStore(config.local_path, retention=section.retention or None)
+        store = LocalStore(
+            config.local_path, retention=section.retention or None, time_source=time_source
+        )
         return cls(store, batch_size=section.batch_size, flush_interval=section.flush_interval)
 
     async def start(self) -> None:
