@@ -1,8 +1,14 @@
-"""The running gateway: one TaskGroup with a supervised task per device, per broker and
-per sink, the spool's group commit, and housekeeping (status file, self-metrics).
+"""The running gateway: wires config into spool, sinks, hubs and devices, and runs them.
 
-Shutdown order (SIGTERM/SIGINT): stop the readers, commit what they produced, give the
-sinks ``shutdown_grace`` seconds to deliver, leave the rest in the spool, exit.
+Every long-lived part is a service of the :class:`~gateway.supervisor.Supervisor`: one per
+serial device, per MQTT broker, per sink, the spool's group commit; housekeeping is a few
+periodic jobs (status file, field-type pins, clock check, self-metrics). A failing part
+is logged, counted and retried; it never stops the others. Only a spool that cannot take
+readings at all stops the gateway, through the same graceful path as SIGTERM.
+
+Shutdown (SIGTERM/SIGINT): stop the readers (bounded), commit what they produced, give
+the sinks ``shutdown_grace`` seconds to deliver, leave the rest in the spool, exit. A
+second signal skips the wait for the sinks: what was read is already on disk.
 """
 
 from __future__ import annotations
@@ -11,10 +17,10 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,17 +34,25 @@ from gateway.mqtt.hub import MqttHub
 from gateway.pipeline.fieldtypes import FieldTypes
 from gateway.pipeline.intake import DeviceInput, Pipeline
 from gateway.pipeline.lineprotocol import encode
-from gateway.pipeline.reading import Reading
 from gateway.pipeline.timesource import TimeSource
 from gateway.serial.runner import run_serial_device
 from gateway.serial.supervise import supervise_device
+from gateway.service.lock import StateDirLock
+from gateway.service.rundir import status_path
 from gateway.sinks.base import Sink
+from gateway.supervisor import Supervisor
+from gateway.telemetry.report import LossEstimate, self_metric_readings, status_document
 
 log = structlog.get_logger("gateway")
 
 STATUS_INTERVAL_S = 2.0
+FIELD_TYPES_INTERVAL_S = 2.0
 CLOCK_CHECK_INTERVAL_S = 30.0
-SELF_MEASUREMENT = "sensor_gateway"
+# Readers (serial ports, MQTT disconnects) get this long to stop; a broker that does not
+# answer our DISCONNECT must not hold up the shutdown.
+READERS_STOP_TIMEOUT_S = 5.0
+# Sinks and jobs get this long after the grace time to finish their cleanup.
+SERVICES_STOP_TIMEOUT_S = 5.0
 
 
 def build_sinks(config: Config, time_source: TimeSource | None = None) -> list[Sink]:
@@ -55,16 +69,18 @@ def build_sinks(config: Config, time_source: TimeSource | None = None) -> list[S
     return sinks
 
 
-def _metric_key(text: str) -> str:
-    """A field-name-safe form of a failure reason (``"HTTP 503"`` → ``"http_503"``)."""
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "other"
-
-
 def _serial_runner(driver: SerialDriver[Any], entry: DeviceInput) -> Callable[[], Awaitable[None]]:
     def run() -> Awaitable[None]:
         return run_serial_device(driver, entry)
 
     return run
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 class Gateway:
@@ -91,11 +107,17 @@ class Gateway:
         )
         self.loops = [DeliveryLoop(sink, self.spool) for sink in self.sinks]
         self.hubs: dict[str, MqttHub] = {}
+        self.supervisor = Supervisor(on_fatal=self._fatal)
+        self.loss = LossEstimate()
+        self.started_at = time.time()
+        self.host = socket.gethostname()
+        self.status_path = status_path(config.state_dir)
+        self.fatal_reason: str | None = None
+        """Why the gateway stopped by itself (the spool became unusable), else None."""
         self._serial: list[tuple[SerialDriver[Any], DeviceInput]] = []
         self._stop = asyncio.Event()
-        self._started = time.time()
-        self._host = socket.gethostname()
-        self._growth: list[tuple[float, int]] = []
+        self._hurry = asyncio.Event()
+        self._lock = StateDirLock(config.state_dir)
         for name, spec in config.devices.items():
             if not spec.section.enabled:
                 continue
@@ -110,12 +132,61 @@ class Gateway:
                 self.hubs[broker].add_device(driver, entry)
 
     def stop(self) -> None:
-        """Ask the gateway to shut down (safe to call from a signal handler)."""
+        """Ask the gateway to shut down; a second call stops waiting for the sinks.
+
+        Safe to call from a signal handler.
+        """
+        if self._stop.is_set():
+            if not self._hurry.is_set():
+                self._hurry.set()
+                log.warning(
+                    "second stop signal: not waiting for the sinks; everything read is "
+                    "committed to the spool and is delivered after the next start",
+                    spool=str(self.spool.path),
+                )
+            return
+        self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: configuration reload is not supported yet; keep running."""
+        log.warning(
+            "SIGHUP received: reloading the configuration is not supported yet; "
+            "still running with the configuration it started with (restart to apply changes)"
+        )
+
+    def _device_service(
+        self, driver: SerialDriver[Any], entry: DeviceInput
+    ) -> Callable[[], Awaitable[None]]:
+        cfg = self.config.gateway
+
+        def run() -> Awaitable[None]:
+            return supervise_device(
+                entry,
+                _serial_runner(driver, entry),
+                cfg.restart_backoff_initial,
+                cfg.restart_backoff_max,
+            )
+
+        return run
+
+    def _fatal(self, reason: str) -> None:
+        if self.fatal_reason is None:
+            self.fatal_reason = reason
         self._stop.set()
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
-        """Run until :meth:`stop`; then shut down gracefully."""
-        await self.spool.open()
+        """Run until :meth:`stop` (or an unusable spool); then shut down gracefully."""
+        self._lock.acquire({"status": str(self.status_path), "version": __version__})
+        try:
+            await self.spool.open()
+            try:
+                await self._run(ready)
+            finally:
+                await self._close()
+        finally:
+            self._lock.release()
+
+    async def _run(self, ready: Callable[[], None] | None) -> None:
         self.pipeline.field_types = FieldTypes(await self.spool.load_field_types())
         self.time.refresh_sync()
         for sink in self.sinks:
@@ -126,52 +197,80 @@ class Gateway:
             devices=len(self.pipeline.devices),
             sinks=[s.name for s in self.sinks],
             spool=str(self.spool.path),
+            status=str(self.status_path),
         )
+        sup = self.supervisor
+        cfg = self.config.gateway
+        readers: list[str] = []
+        for driver, entry in self._serial:
+            name = f"device-{entry.name}"
+            sup.service(name, self._device_service(driver, entry))
+            readers.append(name)
+        for hub in self.hubs.values():
+            sup.service(f"mqtt-{hub.name}", hub.run)
+            readers.append(f"mqtt-{hub.name}")
+            for entry in hub.devices:
+                entry.stats.state = "running"
+        sup.service("spool-commits", self.spool.run_commits)
+        for loop in self.loops:
+            sup.service(f"sink-{loop.sink.name}", loop.run)
+        sup.every("status", STATUS_INTERVAL_S, self._write_status_job)
+        sup.every("field-types", FIELD_TYPES_INTERVAL_S, self._save_field_types)
+        if cfg.clock_sync_check:
+            sup.every("clock-check", CLOCK_CHECK_INTERVAL_S, self._check_clock)
+        sup.every("self-metrics", cfg.metrics_interval, self._emit_self_metrics)
+        if ready is not None:
+            ready()
+        await self._stop.wait()
+        if self.fatal_reason is not None:
+            log.error("stopping because the spool is unusable", reason=self.fatal_reason)
+        else:
+            log.info(
+                "stopping: readers first, then delivering within the grace time",
+                grace_s=cfg.shutdown_grace,
+            )
+        await sup.stop(readers, within=READERS_STOP_TIMEOUT_S)
+        await sup.stop(["spool-commits"])
+        await self._last_commit()
+        if self.fatal_reason is None:
+            await self._drain(cfg.shutdown_grace)
+        await sup.stop(within=SERVICES_STOP_TIMEOUT_S)
+
+    async def _last_commit(self) -> None:
         try:
-            async with asyncio.TaskGroup() as tg:
-                readers = tg.create_task(self._run_readers(), name="readers")
-                commits = tg.create_task(self.spool.run_commits(), name="spool-commits")
-                sinks = [
-                    tg.create_task(loop.run(), name=f"sink-{loop.sink.name}") for loop in self.loops
-                ]
-                house = tg.create_task(self._housekeeping(), name="housekeeping")
-                if ready is not None:
-                    ready()
-                await self._stop.wait()
-                log.info(
-                    "stopping: readers first, then delivering within the grace time",
-                    grace_s=self.config.gateway.shutdown_grace,
-                )
-                readers.cancel()
-                await asyncio.wait([readers])
-                commits.cancel()
-                await self.spool.commit()
-                await self._drain(self.config.gateway.shutdown_grace)
-                for task in [*sinks, house]:
-                    task.cancel()
-        finally:
-            await self._close()
+            await self.spool.commit()
+        except Exception as err:
+            log.error("last spool commit failed", error=str(err))
+        if self.spool.pending:
+            log.error(
+                "readings could not be committed to the spool before stopping and are lost",
+                lost=self.spool.pending,
+                spool=str(self.spool.path),
+            )
 
     async def _close(self) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await self.spool.save_field_types(self.pipeline.field_types.take_new())
+        except Exception as err:
+            log.warning("could not save pinned field types", error=str(err))
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.close()
-        left = {
-            s.name: self.spool.behind(s.name) for s in self.sinks if s.name in self.spool._sinks
-        }
+        left = {loop.sink.name: self.spool.behind(loop.sink.name) for loop in self.loops}
         await self.spool.close()
         with contextlib.suppress(Exception):
-            self._write_status(running=False)
+            data = json.dumps(status_document(self, running=False), indent=1).encode()
+            await asyncio.to_thread(_write_atomic, self.status_path, data)
         log.info("gateway stopped", left_in_spool=left)
 
     async def _drain(self, grace: float) -> None:
-        """Wait (bounded) until every sink has delivered everything spooled."""
+        """Wait (bounded, and cut short by a second signal) until the sinks caught up."""
         try:
             async with asyncio.timeout(grace):
                 # Polling is simplest here: the condition spans several sinks' counters.
-                while any(self.spool.behind(s.name) for s in self.sinks):  # noqa: ASYNC110
+                while any(self.spool.behind(s.name) for s in self.sinks):
+                    if self._hurry.is_set():
+                        break
                     await asyncio.sleep(0.05)
         except TimeoutError:
             log.warning(
@@ -179,180 +278,35 @@ class Gateway:
                 left={s.name: self.spool.behind(s.name) for s in self.sinks},
             )
 
-    async def _run_readers(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for driver, entry in self._serial:
-                tg.create_task(
-                    supervise_device(
-                        entry,
-                        _serial_runner(driver, entry),
-                        self.config.gateway.restart_backoff_initial,
-                        self.config.gateway.restart_backoff_max,
-                    ),
-                    name=f"device-{entry.name}",
-                )
-            for hub in self.hubs.values():
-                tg.create_task(hub.run(), name=f"mqtt-{hub.name}")
-                for route in hub._routes:
-                    route.entry.stats.state = "running"
+    # --- periodic jobs --------------------------------------------------------------
 
-    # --- housekeeping ---------------------------------------------------------------
+    async def _write_status_job(self) -> None:
+        self.loss.sample(self.spool, time.monotonic())
+        oldest = await self.spool.oldest_age()
+        # Built and serialized on the loop (the counters change only here); written off it.
+        data = json.dumps(status_document(self, True, oldest), indent=1).encode()
+        await asyncio.to_thread(_write_atomic, self.status_path, data)
 
-    async def _housekeeping(self) -> None:
-        last_metrics = time.monotonic()
-        last_clock = time.monotonic()
-        while True:
-            await asyncio.sleep(STATUS_INTERVAL_S)
-            now = time.monotonic()
-            await self.spool.save_field_types(self.pipeline.field_types.take_new())
-            if now - last_clock >= CLOCK_CHECK_INTERVAL_S:
-                last_clock = now
-                self.time.refresh_sync()
-            self._growth.append((now, self.spool.size_bytes))
-            self._growth = [(t, b) for t, b in self._growth if now - t <= 60.0]
-            oldest = await self.spool.oldest_age()
-            await asyncio.to_thread(self._write_status, True, oldest)
-            if now - last_metrics >= self.config.gateway.metrics_interval:
-                last_metrics = now
-                self._emit_self_metrics(oldest)
+    async def _save_field_types(self) -> None:
+        pins = self.pipeline.field_types.take_new()
+        if not pins:
+            return
+        try:
+            await self.spool.save_field_types(pins)
+        except BaseException:
+            self.pipeline.field_types.give_back(pins)
+            raise
 
-    def time_to_loss(self) -> float | None:
-        """Seconds until the spool cap is reached at the current net growth (None: not filling)."""
-        if len(self._growth) < 2:
-            return None
-        (t0, b0), (t1, b1) = self._growth[0], self._growth[-1]
-        rate = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
-        if rate <= 0:
-            return None
-        return max(0.0, (self.spool.max_bytes - self.spool.size_bytes) / rate)
+    async def _check_clock(self) -> None:
+        self.time.refresh_sync()
+
+    async def _emit_self_metrics(self) -> None:
+        oldest = await self.spool.oldest_age()
+        for reading in self_metric_readings(self, oldest):
+            self.spool.add(encode(reading))
+
+    # --- for tests and tools ----------------------------------------------------------
 
     def status(self, running: bool = True, oldest_age: float | None = None) -> dict[str, Any]:
-        """A snapshot of every counter, as written to ``status.json``."""
-        spool = self.spool
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "running": running,
-            "started_at": self._started,
-            "updated_at": time.time(),
-            "clock_unsynced": self.time.unsynced,
-            "devices": {
-                name: {
-                    "state": "stale" if e.stats.stale else e.stats.state,
-                    "frames": e.stats.frames,
-                    "readings": e.stats.readings,
-                    "rejected": e.stats.rejected,
-                    "dropped_fields": e.stats.dropped_fields,
-                    "restarts": e.stats.restarts,
-                    "last_error": e.stats.last_error,
-                    "last_reading_age_s": (
-                        round(time.monotonic() - e.stats.last_reading_at, 1)
-                        if e.stats.last_reading_at
-                        else None
-                    ),
-                }
-                for name, e in self.pipeline.devices.items()
-            },
-            "brokers": {
-                name: {
-                    "state": h.stats.state,
-                    "connects": h.stats.connects,
-                    "messages": h.stats.messages,
-                    "unrouted": h.stats.unrouted,
-                    "sessions_lost": h.stats.sessions_lost,
-                    "last_error": h.stats.last_error,
-                }
-                for name, h in self.hubs.items()
-            },
-            "sinks": {
-                loop.sink.name: {
-                    "state": loop.stats.state,
-                    "behind": spool.behind(loop.sink.name),
-                    "points_written": loop.stats.points_written,
-                    "batches_ok": loop.stats.batches_ok,
-                    "batches_failed": loop.stats.batches_failed,
-                    "dead_lettered": loop.stats.dead_lettered,
-                    "last_error": loop.stats.last_error,
-                    "write_latency_s": round(loop.stats.last_latency_s, 4),
-                }
-                for loop in self.loops
-            },
-            "spool": {
-                "path": str(spool.path),
-                "bytes": spool.size_bytes,
-                "max_bytes": spool.max_bytes,
-                "pending": spool.pending,
-                "committed": spool.stats.committed,
-                "dropped": spool.stats.dropped,
-                "write_errors": spool.stats.write_errors,
-                "damaged_chunks_lost": spool.stats.recovered_lost_chunks,
-                "oldest_age_s": None if oldest_age is None else round(oldest_age, 1),
-                "time_to_loss_s": self.time_to_loss(),
-            },
-        }
-
-    def _write_status(self, running: bool = True, oldest_age: float | None = None) -> None:
-        path = self.config.state_dir / "status.json"
-        tmp = path.with_suffix(".tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(self.status(running, oldest_age), indent=1))
-        os.replace(tmp, path)
-
-    def _emit_self_metrics(self, oldest_age: float | None) -> None:
-        """Write our own counters as measurement ``sensor_gateway`` (like Telegraf's internal)."""
-        now = time.time_ns()
-        host = {"host": self._host}
-        readings: list[Reading] = []
-        for name, e in self.pipeline.devices.items():
-            s = e.stats
-            readings.append(
-                Reading(
-                    SELF_MEASUREMENT,
-                    {**host, "kind": "device", "name": name},
-                    {
-                        "frames": s.frames,
-                        "readings": s.readings,
-                        "rejected": sum(s.rejected.values()),
-                        "dropped_fields": sum(s.dropped_fields.values()),
-                        "restarts": s.restarts,
-                    },
-                    now,
-                )
-            )
-        for loop in self.loops:
-            st = loop.stats
-            readings.append(
-                Reading(
-                    SELF_MEASUREMENT,
-                    {**host, "kind": "sink", "name": loop.sink.name},
-                    {
-                        "points_written": st.points_written,
-                        "batches_ok": st.batches_ok,
-                        "batches_failed": sum(st.batches_failed.values()),
-                        "dead_lettered": st.dead_lettered,
-                        "behind": self.spool.behind(loop.sink.name),
-                        "write_latency_s": float(st.last_latency_s),
-                        **{
-                            f"batches_failed_{_metric_key(reason)}": count
-                            for reason, count in st.batches_failed.items()
-                        },
-                    },
-                    now,
-                )
-            )
-        fields: dict[str, float | int] = {
-            "bytes": self.spool.size_bytes,
-            "committed": self.spool.stats.committed,
-            "dropped": sum(self.spool.stats.dropped.values()),
-            "pending": self.spool.pending,
-        }
-        if oldest_age is not None:
-            fields["oldest_age_s"] = float(oldest_age)
-        ttl = self.time_to_loss()
-        if ttl is not None:
-            fields["time_to_loss_s"] = float(ttl)
-        readings.append(
-            Reading(SELF_MEASUREMENT, {**host, "kind": "spool", "name": "spool"}, fields, now)
-        )
-        for reading in readings:
-            self.spool.add(encode(reading))
+        """A snapshot of every counter, as written to the status file."""
+        return status_document(self, running, oldest_age)

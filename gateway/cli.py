@@ -25,6 +25,9 @@ DEMO_DIR = (
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
+# The spool became unusable (damaged beyond what can be skipped, or gone): systemd's
+# Restart= starts it again, and opening the spool salvages what can be read.
+EXIT_SPOOL = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,18 +198,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_gateway(config: Any, ready: Any = None) -> int:
-    """Run a gateway for ``config`` until SIGTERM/SIGINT; return the exit code."""
-    from gateway.app import Gateway
+    """Run a gateway for ``config`` until SIGTERM/SIGINT; return the exit code.
 
-    async def _main() -> None:
+    A second SIGTERM/SIGINT stops at once without waiting for the sinks (what was read
+    is already in the spool); SIGHUP is logged and ignored until reload exists.
+    """
+    from gateway.app import Gateway
+    from gateway.service.lock import StateDirBusy
+
+    async def _main() -> int:
         gateway = Gateway(config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gateway.stop)
+        loop.add_signal_handler(signal.SIGHUP, gateway.reload)
         await gateway.run(ready=ready)
+        return EXIT_SPOOL if gateway.fatal_reason is not None else EXIT_OK
 
-    asyncio.run(_main())
-    return EXIT_OK
+    try:
+        return asyncio.run(_main())
+    except StateDirBusy as err:
+        print(f"sensor-gateway: {err}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def cmd_drivers(args: argparse.Namespace) -> int:
@@ -341,11 +354,13 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _status_path(args: argparse.Namespace) -> Path:
+    from gateway.service.rundir import find_status
+
     if args.demo:
-        return DEMO_DIR / "status.json"
+        return find_status(DEMO_DIR)
     from gateway.config import load_config
 
-    return load_config(args.config).state_dir / "status.json"
+    return find_status(load_config(args.config).state_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

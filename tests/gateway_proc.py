@@ -17,6 +17,8 @@ from typing import Any
 
 from servers import wait_until
 
+from gateway.service.rundir import find_status
+
 
 def toml_value(value: Any) -> str:
     """A TOML literal for a Python value (enough for test configs)."""
@@ -126,7 +128,7 @@ class GatewayProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def status(self) -> dict[str, Any]:
-        return json.loads((self.state_dir / "status.json").read_text())
+        return json.loads(find_status(self.state_dir).read_text())
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit code."""

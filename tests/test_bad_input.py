@@ -31,6 +31,7 @@ from devices.line.simulator import LineSimulator
 from gateway import query
 from gateway.app import Gateway
 from gateway.config import config_from_dict
+from gateway.service.rundir import find_status
 
 # Rules that make the fields numeric, so a string there is "not_numeric".
 FIELD_RULES: dict[str, Any] = {
@@ -71,7 +72,7 @@ class Running:
         return [e for e in self.logs if e["log_level"] == "warning" and e.get("device") == device]
 
     def status_file(self) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads((self.state_dir / "status.json").read_text())
+        doc: dict[str, Any] = json.loads(find_status(self.state_dir).read_text())
         return doc
 
     def stored_seqs(self, device: str) -> list[int]:

@@ -31,6 +31,7 @@ import structlog
 
 from gateway.errors import SpoolError
 from gateway.pipeline.timesource import TimeSource
+from gateway.telemetry.stats import RateLimit
 from gateway.transactions import transaction
 
 log = structlog.get_logger("gateway.spool")
@@ -243,6 +244,10 @@ class Spool:
         self._commit_lock = asyncio.Lock()
         self._last_drop_log = 0.0
         self._unlogged_drops: dict[str, int] = {}
+        self._error_limit = RateLimit(burst=3, interval=60.0)
+        self.commit_failing = False
+        """The last commit failed (disk full, I/O error): readings wait in memory."""
+        self.max_pending = MAX_PENDING_LINES
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -328,13 +333,24 @@ class Spool:
         if result.error is not None:
             self.stats.write_errors += 1
             self._requeue(lines)
-            log.error(
-                "spool commit failed; readings kept in memory and retried",
-                error=result.error,
-                pending=len(self._pending),
-                path=str(self.path),
-            )
+            self.commit_failing = True
+            # Once per commit window while the disk is full would flood the journal.
+            if self._error_limit.allow("commit"):
+                suppressed = self._error_limit.take_suppressed("commit")
+                log.error(
+                    "spool commit failed; readings kept in memory and retried",
+                    error=result.error,
+                    pending=len(self._pending),
+                    max_pending=MAX_PENDING_LINES,
+                    path=str(self.path),
+                    **({"suppressed_since_last": suppressed} if suppressed else {}),
+                )
             return
+        if self.commit_failing:
+            self.commit_failing = False
+            log.info(
+                "spool commits work again", path=str(self.path), failed=self.stats.write_errors
+            )
         self._bytes += result.added
         self.stats.committed += len(lines)
         self.stats.commits += 1
@@ -350,7 +366,7 @@ class Spool:
 
     def _requeue(self, lines: list[str]) -> None:
         self._pending = lines + self._pending
-        excess = len(self._pending) - MAX_PENDING_LINES
+        excess = len(self._pending) - self.max_pending
         if excess > 0:
             del self._pending[:excess]
             self._count_drop("spool_unwritable", excess)

@@ -63,6 +63,11 @@ class MqttHub:
         self._routes.append(_Route(driver, entry))
         self._cache.clear()
 
+    @property
+    def devices(self) -> list[DeviceInput]:
+        """The devices this hub routes messages to."""
+        return [route.entry for route in self._routes]
+
     def _client(self) -> _Client:
         cfg = self.config
         tls_context = None

@@ -64,6 +64,10 @@ class FieldTypes:
         new, self.new = self.new, []
         return new
 
+    def give_back(self, pins: list[tuple[str, str, str]]) -> None:
+        """Pins from :meth:`take_new` that could not be saved: save them next time."""
+        self.new = pins + self.new
+
 
 def _coerce(value: FieldValue, pinned: str) -> FieldValue | None:
     if pinned == "float" and type(value) is int:
