@@ -108,7 +108,8 @@ def test_disk_full_keeps_running_and_loses_nothing(
         filler = _fill(small_disk)
         gw.wait_for_log("spool commit failed", timeout=15)
         time.sleep(6)
-        assert gw.proc is not None and gw.proc.poll() is None, gw.log_tail()
+        assert gw.proc is not None
+        assert gw.proc.poll() is None, gw.log_tail()
         failures = _events(gw, "spool commit failed; readings kept in memory and retried")
         # 6 s at 0.1 s commits would be 60 lines; the log is rate-limited.
         assert 1 <= len(failures) <= 5, [e.get("timestamp") for e in failures]

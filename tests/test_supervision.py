@@ -117,7 +117,7 @@ async def test_field_type_save_failing_keeps_the_pins_for_later(
     _sql(spool_path, "DROP TRIGGER fail_pins")
     await _until(lambda: not gateway.pipeline.field_types.new, timeout=10)
     with closing(sqlite3.connect(spool_path)) as db:
-        pins = dict(((m, f), t) for m, f, t in db.execute("SELECT * FROM field_type"))
+        pins = {(m, f): t for m, f, t in db.execute("SELECT * FROM field_type")}
     assert pins[("m", "seq")] == "float"
 
 
@@ -142,7 +142,8 @@ async def test_spool_ack_failing_restarts_the_sink_and_loses_nothing(
         await _until(lambda: gateway.spool.behind("local") == 0 and len(_seqs(tmp_path)) == 30)
     assert _seqs(tmp_path) == list(range(30))  # each once: replays merge
     failed = [e for e in logs if e["event"] == "service failed; restarting"]
-    assert failed and failed[0]["task"] == "sink-local"
+    assert failed
+    assert failed[0]["task"] == "sink-local"
     assert "disk I/O error (test)" in failed[0]["error"]
     assert gateway.status()["tasks"]["sink-local"]["failures"] >= 2
 
@@ -182,7 +183,8 @@ async def test_dead_letter_insert_failing_is_retried(
     _sql(spool_path, "DROP TRIGGER fail_dead")
     await _until(lambda: gateway.spool.behind("influxdb") == 0)
     rows = await gateway.spool.dead_letters("influxdb")
-    assert len(rows) == 1 and "seq=0" in rows[0]["line"]
+    assert len(rows) == 1
+    assert "seq=0" in rows[0]["line"]
 
 
 async def test_unusable_spool_stops_gracefully_with_a_reason(
@@ -210,7 +212,8 @@ async def test_unusable_spool_stops_gracefully_with_a_reason(
     broken.set()
     async with asyncio.timeout(15):
         await task
-    assert gateway.fatal_reason is not None and "damaged (test)" in gateway.fatal_reason
+    assert gateway.fatal_reason is not None
+    assert "damaged (test)" in gateway.fatal_reason
     # The last commit ran: the readings are in the spool for the next start.
     reopened = Spool(tmp_path / "state" / "spool.db", ["local"])
     await reopened.open()
