@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import tty
 from pathlib import Path
@@ -161,6 +162,7 @@ def run_demo(state_dir: Path, duration: float | None = None, live: bool = True) 
     """Run the demo until Ctrl-C (or ``duration`` seconds); returns the exit code."""
     from devices.line.simulator import LineSimulator
     from gateway.app import Gateway
+    from gateway.service.lock import StateDirBusy
 
     state_dir.mkdir(parents=True, exist_ok=True)
     configure("info", "console")
@@ -189,6 +191,7 @@ def run_demo(state_dir: Path, duration: float | None = None, live: bool = True) 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gateway.stop)
+        loop.add_signal_handler(signal.SIGHUP, gateway.reload)
         stop = asyncio.Event()
         sims = [
             LineSimulator(masters[name], fmt, seed=i)
@@ -211,8 +214,12 @@ def run_demo(state_dir: Path, duration: float | None = None, live: bool = True) 
             for task in helpers:
                 task.cancel()
 
+    busy: list[StateDirBusy] = []
     try:
-        asyncio.run(main())
+        try:
+            asyncio.run(main())
+        except* StateDirBusy as group:
+            busy.extend(e for e in group.exceptions if isinstance(e, StateDirBusy))
     finally:
         if broker:
             broker[0].terminate()
@@ -221,6 +228,9 @@ def run_demo(state_dir: Path, duration: float | None = None, live: bool = True) 
         for fd in [*masters.values(), *_keep]:
             with contextlib.suppress(OSError):
                 os.close(fd)
+    if busy:
+        print(f"sensor-gateway demo: {busy[0]}", file=sys.stderr)
+        return 2
     print(
         "\nDemo stopped. Read back what was stored with:  sensor-gateway query --demo"
         "\n(filters: sensor-gateway query --help; last status: sensor-gateway status --demo)"
