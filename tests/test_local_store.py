@@ -17,6 +17,7 @@ import gateway.sinks.local as local
 from gateway.delivery.loop import DeliveryLoop
 from gateway.delivery.spool import Spool
 from gateway.pipeline.lineprotocol import LineProtocolError, parse
+from gateway.pipeline.timesource import TimeSource
 from gateway.query.local import QueryRequest, Row, SeriesSummary, run_query, summary
 from gateway.sinks.base import Verdict
 from gateway.sinks.local import LocalSink, LocalStore
@@ -519,3 +520,111 @@ async def test_store_recovers_once_the_problem_is_fixed(tmp_path: Path) -> None:
     finally:
         await sink.close()
     assert samples(path) == 3
+
+
+# --- retention and a clock that was wrong ------------------------------------------------
+
+D = 24 * H
+
+
+class _Clock:
+    """The kernel's sync answer and a wall clock, as the test sets them (no real clock)."""
+
+    def __init__(self, wall: int, synced: bool) -> None:
+        self.wall = wall
+        self.synced = synced
+
+    def source(self) -> TimeSource:
+        ts = TimeSource(
+            wall_ns=lambda: self.wall,
+            monotonic_ns=lambda: self.wall,  # moved together: no steps in these tests
+            synchronized=lambda: self.synced,
+        )
+        ts.refresh_sync()
+        return ts
+
+
+async def test_retention_pauses_while_the_clock_is_unsynchronized(db_path: Path) -> None:
+    clock = _Clock(T0 + 365 * D, synced=False)  # a bad real-time clock, a year ahead
+    ts = clock.source()
+    store = LocalStore(db_path, retention=30 * 86400, time_source=ts)
+    await store.open()
+    try:
+        await store.write([f"m,device=d v=1 {T0}"])
+        with capture_logs() as logs:
+            assert await store.expire() == 0
+            assert await store.expire() == 0
+        assert [e["event"] for e in logs] == [
+            "local store retention paused until the system clock is synchronized"
+        ]
+        assert samples(db_path) == 1
+        clock.synced = True
+        ts.refresh_sync()
+        assert await store.expire() == 1
+    finally:
+        await store.close()
+
+
+async def test_readings_stamped_before_sync_are_kept_for_retention_after_sync(
+    db_path: Path,
+) -> None:
+    """A Pi boots 40 days stale (its last shutdown time); then NTP sets the clock."""
+    stale = T0 - 40 * D
+    clock = _Clock(stale, synced=False)
+    ts = clock.source()
+    store = LocalStore(db_path, retention=30 * 86400, time_source=ts)
+    await store.open()
+    await store.write([f"m,device=d,clock=unsynced v={i} {stale + i * S}" for i in range(3)])
+    await store.close()  # a restart before the clock is set: the hold is on disk
+    store = LocalStore(db_path, retention=30 * 86400, time_source=ts)
+    await store.open()
+    try:
+        await store.write([f"m,device=d,clock=unsynced v=3 {stale + 3 * S}"])
+        clock.wall = T0
+        clock.synced = True
+        ts.refresh_sync()
+        # Old by timestamp, but neither tagged nor stamped by the gateway: judged as usual.
+        await store.write([f"m,device=gps v=9 {T0 - 31 * D}", f"m,device=d v=4 {T0 + H}"])
+
+        assert await store.expire() == 1
+        assert sorted(r.value for r in rows(db_path, device="d")) == [0, 1, 2, 3, 4]
+
+        clock.wall = T0 + 30 * D  # exactly the retention time after the sync: still held
+        assert await store.expire() == 0
+        clock.wall += 1
+        assert await store.expire() == 4  # the hold ended; their timestamps are old
+        assert [r.value for r in rows(db_path)] == [4]
+        assert count(db_path, "hold") == 0
+    finally:
+        await store.close()
+
+
+async def test_a_hold_covers_only_series_tagged_unsynced_and_only_its_time_range(
+    db_path: Path,
+) -> None:
+    clock = _Clock(T0, synced=False)
+    ts = clock.source()
+    store = LocalStore(db_path, retention=3600, time_source=ts)
+    await store.open()
+    try:
+        await store.write([f"m,device=d,clock=unsynced v=1 {T0 - 5 * H}"])
+        await store.fold()  # held samples in both tables
+        await store.write([f"m,device=d,clock=unsynced v=2 {T0 - 4 * H}"])
+        clock.synced = True
+        ts.refresh_sync()
+        await store.write(
+            [
+                f"m,device=d,clock=unsynced v=0 {T0 - 6 * H}",  # a replay from the spool
+                f"m,device=other v=1 {T0 - 5 * H}",  # inside the range, not tagged
+            ]
+        )
+        assert await store.expire() == 1
+        got = sorted((r.device, r.value) for r in rows(db_path))
+        assert got == [("d", 0), ("d", 1), ("d", 2)]
+        # The replay came before a retention pass saw the clock synchronized: it widened
+        # the open hold, which ends a retention time after that pass.
+        assert count(db_path, "hold") == 1
+        clock.wall += 2 * H
+        assert await store.expire() == 3
+    finally:
+        await store.close()

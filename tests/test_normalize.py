@@ -346,6 +346,30 @@ def test_clock_skew_limit_is_configurable() -> None:
     assert result.clock_skew
 
 
+@pytest.mark.parametrize(
+    ("device_time", "offset_s"),
+    [
+        pytest.param(NOW + 3600 * SECOND, 3600.0, id="an-hour-ahead-CET"),
+        pytest.param(NOW - 301 * SECOND, -301.0, id="behind"),
+        pytest.param(NOW, 0.0, id="in-time"),
+    ],
+)
+def test_a_replaced_device_time_reports_its_offset(device_time: int, offset_s: float) -> None:
+    result = normalize({"x": 1}, time_ns=device_time)
+    assert result.clock_offset_ns / SECOND == offset_s
+    assert result.clock_skew is (offset_s != 0)
+
+
+def test_without_the_skew_check_any_device_time_is_kept() -> None:
+    cfg = NormalizeConfig.model_validate({"measurement": "m"})
+    for device_time in (NOW + 3600 * SECOND, 0):
+        sample = RawSample({"x": 1}, time_ns=device_time)
+        result = Normalizer("dev1", cfg).apply(sample, NOW, check_skew=False)
+        assert result.reading is not None
+        assert result.reading.time_ns == device_time
+        assert not result.clock_skew
+
+
 def test_config_from_toml() -> None:
     text = """
         measurement = "climate"

@@ -9,6 +9,7 @@ import random
 import sqlite3
 import string
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 import gateway.delivery.spool as spool_mod
 from gateway.delivery.spool import Spool
+from gateway.pipeline.timesource import TimeSource
 
 
 def _lines(prefix: str, n: int, width: int = 0) -> list[str]:
@@ -479,3 +481,71 @@ async def test_lines_after_the_spool_emptied_are_delivered(tmp_path: Path) -> No
     async with opened(path, ("a",)) as spool:
         await _commit(spool, third)
         assert await _drain(spool, "a") == third
+
+# --- age: judged on the spool clock, never on a wall clock that just jumped ----------
+
+DAY_NS = 86_400 * 1_000_000_000
+
+
+class _Clock:
+    """A wall and a monotonic clock that move only when told (no real clock is changed)."""
+
+    def __init__(self) -> None:
+        self.wall = 1_750_000_000_000_000_000
+        self.mono = 1_000_000_000_000
+
+    def source(self) -> TimeSource:
+        return TimeSource(
+            check_sync=False, wall_ns=lambda: self.wall, monotonic_ns=lambda: self.mono
+        )
+
+
+@pytest.fixture
+def machine_clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    """The test clock, standing in for the machine's wall clock too."""
+    clock = _Clock()
+    monkeypatch.setattr(time, "time_ns", lambda: clock.wall)
+    return clock
+
+
+async def test_max_age_ignores_a_wall_clock_step_and_counts_monotonic_time(
+    tmp_path: Path, machine_clock: _Clock
+) -> None:
+    old, new, later = _lines("old", 5), _lines("new", 5), _lines("later", 5)
+    async with opened(
+        tmp_path / "spool.db", ("a",), max_age=86_400, time_source=machine_clock.source()
+    ) as spool:
+        await _commit(spool, old)
+        machine_clock.wall += 2 * DAY_NS  # NTP sets the clock of a Pi without RTC
+        await _commit(spool, new)
+        assert spool.stats.dropped == {}
+        assert await spool.oldest_age() == 0.0
+        machine_clock.wall += DAY_NS
+        machine_clock.mono += DAY_NS  # a day really passes
+        assert await spool.oldest_age() == 86_400.0
+        await _commit(spool, later)
+        assert spool.stats.dropped == {}, "exactly max_age old is not older than max_age"
+        machine_clock.wall += 1
+        machine_clock.mono += 1
+        await _commit(spool, later)
+        assert spool.stats.dropped == {"a:max_age": 10}
+        assert await _drain(spool, "a") == later + later
+
+
+async def test_chunks_from_an_earlier_run_keep_their_age_across_a_clock_step(
+    tmp_path: Path, machine_clock: _Clock
+) -> None:
+    path = tmp_path / "spool.db"
+    async with opened(path, ("a",), max_age=86_400, time_source=machine_clock.source()) as spool:
+        await _commit(spool, _lines("first", 3))
+        machine_clock.wall += 3_600 * 10**9
+        machine_clock.mono += 3_600 * 10**9
+        await _commit(spool, _lines("second", 3))
+    # Rebooted (the monotonic clock starts again) and the wall clock was set 3 days on.
+    machine_clock.wall += 3 * DAY_NS
+    machine_clock.mono = 5 * 10**9
+    async with opened(path, ("a",), max_age=86_400, time_source=machine_clock.source()) as spool:
+        assert await spool.oldest_age() == 3_600.0
+        await _commit(spool, _lines("third", 3))
+        assert spool.stats.dropped == {}
+        assert spool.behind("a") == 9

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS chunk (
     -- AUTOINCREMENT, whose sqlite_sequence update would write a second page per commit.
     id INTEGER PRIMARY KEY,
     count INTEGER NOT NULL,
+    -- On the spool clock (Spool._clock_ns_sync), which a wall-clock step cannot move.
     created_ns INTEGER NOT NULL,
     data BLOB NOT NULL
 );
@@ -229,6 +230,8 @@ class Spool:
     ) -> None:
         self.path = path
         self.time = time_source or TimeSource(check_sync=False)
+        # The spool clock (see _clock_ns_sync): monotonic time plus this, once known.
+        self._clock_base: int | None = None
         self.commit_interval = commit_interval
         self.max_bytes = max_bytes
         self.max_age = max_age
@@ -444,9 +447,13 @@ class Spool:
         return rows
 
     async def oldest_age(self) -> float | None:
-        """Seconds since the oldest undelivered chunk was committed (None when empty)."""
-        created: int | None = await self._run(self._oldest_sync)
-        return None if created is None else max(0.0, (time.time_ns() - created) / 1e9)
+        """Seconds since the oldest undelivered chunk was committed (None when empty).
+
+        Measured on the spool clock (see :meth:`_clock_ns_sync`): a wall-clock step
+        does not change it.
+        """
+        age: int | None = await self._run(self._oldest_sync)
+        return None if age is None else max(0.0, age / 1e9)
 
     @property
     def size_bytes(self) -> int:
@@ -585,7 +592,7 @@ class Spool:
                 "INSERT INTO chunk (id, count, created_ns, data) VALUES (MAX("
                 "(SELECT COALESCE(MAX(id), 0) + 1 FROM chunk), "
                 "(SELECT COALESCE(MAX(chunk_id), 1) FROM cursor)), ?, ?, ?)",
-                (len(lines), time.time_ns(), data),
+                (len(lines), self._clock_ns_sync(db), data),
             )
             if low_space:
                 # Twice the new chunk's size, so free pages build up for the next ones.
@@ -653,9 +660,25 @@ class Spool:
             freed += size + ROW_OVERHEAD_BYTES
         return freed
 
+    def _clock_ns_sync(self, db: sqlite3.Connection) -> int:
+        """The spool clock: what chunks' ``created_ns`` and their ages are measured on.
+
+        The wall clock can step (NTP setting a Pi's clock after boot), so ages are never
+        judged by it: the spool clock is the monotonic clock, set once per run to go on
+        from the newest chunk's ``created_ns`` (or, with no chunk left, from the wall
+        clock). So a chunk's age is the time the gateway has run since it was committed:
+        a wall-clock step, now or between runs, never makes a chunk older, and time the
+        gateway was stopped does not count either.
+        """
+        if self._clock_base is None:
+            row = db.execute("SELECT created_ns FROM chunk ORDER BY id DESC LIMIT 1").fetchone()
+            start = self.time.wall_ns() if row is None else int(row[0])
+            self._clock_base = start - self.time.monotonic_ns()
+        return self.time.monotonic_ns() + self._clock_base
+
     def _drop_older_sync(self, db: sqlite3.Connection, result: _CommitResult) -> int:
         assert self.max_age is not None
-        limit = time.time_ns() - int(self.max_age * 1e9)
+        limit = self._clock_ns_sync(db) - int(self.max_age * 1e9)
         freed = 0
         for chunk_id, count, size in db.execute(
             "SELECT id, count, LENGTH(data) FROM chunk WHERE created_ns < ? ORDER BY id", (limit,)
@@ -812,7 +835,7 @@ class Spool:
             "SELECT created_ns FROM chunk WHERE id >= (SELECT MIN(chunk_id) FROM cursor) "
             "ORDER BY id LIMIT 1"
         ).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None else self._clock_ns_sync(db) - int(row[0])
 
     def _load_types_sync(self) -> dict[tuple[str, str], str]:
         db = self._db

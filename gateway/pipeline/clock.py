@@ -9,19 +9,34 @@ ntpd) has disciplined the clock. Readings taken before that are flagged with the
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import sys
 
 TIME_ERROR = 5
 UNSYNCED_TAG = ("clock", "unsynced")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once.
+
+    ``CDLL(None)`` opens the running process's own symbols, which include libc's:
+    ``ctypes.util.find_library`` would spawn ``ldconfig`` (a process) on every call.
+    """
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def clock_synchronized() -> bool | None:
     """True/False from the kernel; None where it cannot be known (not Linux)."""
     if not sys.platform.startswith("linux"):
         return None
+    libc = _libc()
+    if libc is None:
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         # struct timex is 208 bytes on 64-bit Linux; modes = 0 (the first int) reads only.
         buf = ctypes.create_string_buffer(512)
         state = libc.adjtimex(buf)

@@ -65,43 +65,54 @@ class DeviceInput:
         self._limit = RateLimit()
         # Last arrival stamp per series of this device, keyed by the driver's tags (a
         # device with a {sensor} topic level is many series). Bounded like the routes.
+        # Forgotten when the wall clock steps (the time source counts steps).
         self._last_arrival: dict[tuple[tuple[str, str], ...], int] = {}
+        self._steps_seen = pipeline.time.steps
 
     def submit(self, samples: Iterable[RawSample], now_ns: int | None = None, **where: str) -> int:
-        """Normalize and spool ``samples``; return how many readings were accepted."""
+        """Normalize and spool ``samples``; return how many readings were accepted.
+
+        ``now_ns`` is the arrival time (from ``pipeline.time.now_ns()``, read once per
+        serial read); by default the time source is read here.
+        """
         stats = self.stats
         pipeline = self.pipeline
+        clock = pipeline.time
         if now_ns is None:
-            now_ns = pipeline.time.now_ns()
+            now_ns = clock.now_ns()
+        if clock.steps != self._steps_seen:
+            # The wall clock was set: spacing after stamps from before the step would
+            # put an hour of readings 1 ms apart after a step back.
+            self._steps_seen = clock.steps
+            self._last_arrival.clear()
+        unsynced = clock.unsynced
         stats.frames += 1
         accepted = 0
-        step = pipeline.time_step_ns
         for sample in samples:
             stamp = now_ns
             if sample.time_ns is None:
-                # Readings without a device time are stamped on arrival. Several of one
-                # series can arrive in one read (a burst of lines, a backlog of messages);
-                # a point's identity is measurement + tags + time, so each gets its own
-                # instant, at least time_resolution after the previous one of its series.
-                key = tuple(sample.tags.items()) if sample.tags else ()
-                last = self._last_arrival.get(key, 0)
-                if stamp < last + step:
-                    stamp = last + step
-                elif len(self._last_arrival) >= MAX_SERIES_TRACKED:
-                    self._last_arrival.clear()
-                self._last_arrival[key] = stamp
-            result = self.normalizer.apply(sample, stamp)
+                stamp = self._arrival(sample, now_ns)
+            # While the gateway's clock is not synchronized, a device's own clock (GPS,
+            # RTC) is the better one: keep its time rather than judge it by ours.
+            result = self.normalizer.apply(sample, stamp, check_skew=not unsynced)
             for field_name, reason in result.dropped:
                 stats.drop_field(reason)
                 self._warn(reason, "field dropped", field=field_name, reason=reason, **where)
+            reading = result.reading
             if result.clock_skew:
                 stats.drop_field("clock_skew")
+                offset_s = round(result.clock_offset_ns / 1e9, 1)
                 self._warn(
                     "clock_skew",
-                    "device time too far from the gateway clock; arrival time used instead",
+                    f"device time {offset_s:+g} s off the gateway clock, beyond "
+                    f"max_clock_skew_s = {self.normalizer.config.max_clock_skew_s:g}; "
+                    "arrival time used instead",
+                    offset_s=offset_s,
                     **where,
                 )
-            reading = result.reading
+                if reading is not None:
+                    # Several lines of one read must not share (and overwrite) one stamp.
+                    reading = replace(reading, time_ns=self._arrival(sample, now_ns))
             if reading is None:
                 stats.reject("no_valid_fields")
                 self._warn("no_valid_fields", "reading rejected: no valid field left", **where)
@@ -113,7 +124,8 @@ class DeviceInput:
             if reading is None:
                 stats.reject("type_conflict")
                 continue
-            if pipeline.time.unsynced:
+            if unsynced and sample.time_ns is None:
+                # Only stamps from the unsynchronized gateway clock are suspect.
                 reading = replace(reading, tags={**reading.tags, UNSYNCED_TAG[0]: UNSYNCED_TAG[1]})
             try:
                 line = encode(reading)
@@ -132,6 +144,23 @@ class DeviceInput:
                 stats.stale = False
                 self.log.info("device sending again")
         return accepted
+
+    def _arrival(self, sample: RawSample, now_ns: int) -> int:
+        """An arrival stamp for ``sample``'s series: ``now_ns``, or just past its last one.
+
+        Several readings of one series can arrive in one read (a burst of lines, a
+        backlog of messages); a point's identity is measurement + tags + time, so each
+        gets its own instant, at least time_resolution after the previous one.
+        """
+        key = tuple(sample.tags.items()) if sample.tags else ()
+        last = self._last_arrival.get(key, 0)
+        stamp = now_ns
+        if stamp < last + self.pipeline.time_step_ns:
+            stamp = last + self.pipeline.time_step_ns
+        elif len(self._last_arrival) >= MAX_SERIES_TRACKED:
+            self._last_arrival.clear()
+        self._last_arrival[key] = stamp
+        return stamp
 
     def reject(self, err: RejectedInput, **where: str) -> None:
         """Count and report input the driver could not decode."""

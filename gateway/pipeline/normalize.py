@@ -200,12 +200,15 @@ class NormalizeResult:
         dropped: ``(source field, reason)`` per dropped field, for the drop counters.
         clock_skew: the device timestamp was replaced by the arrival time.
         flagged: source fields kept despite being out of range (``flag`` mode).
+        clock_offset_ns: with ``clock_skew``, how far the device's time was from the
+            arrival time (device minus arrival; +3600 s for a device an hour ahead).
     """
 
     reading: Reading | None
     dropped: tuple[tuple[str, DropReason], ...] = ()
     clock_skew: bool = False
     flagged: tuple[str, ...] = ()
+    clock_offset_ns: int = 0
 
 
 class _Special:
@@ -400,12 +403,14 @@ class Normalizer:
         self._measurement = config.measurement
         self._skew_ns = round(config.max_clock_skew_s * 1e9)
 
-    def apply(self, sample: RawSample, now_ns: int) -> NormalizeResult:
+    def apply(self, sample: RawSample, now_ns: int, check_skew: bool = True) -> NormalizeResult:
         """Normalize one sample that arrived at ``now_ns`` (ns since the epoch).
 
         The reading's time is the device's timestamp when it has one within
         ``max_clock_skew_s`` of ``now_ns`` (either way), else ``now_ns``: the time is
-        fixed here, never later. ``None`` values are skipped silently.
+        fixed here, never later. ``check_skew=False`` keeps any device timestamp (the
+        gateway's own clock is not synchronized, so it cannot judge the device's).
+        ``None`` values are skipped silently.
         """
         fields: dict[str, FieldValue] = {}
         dropped: list[tuple[str, DropReason]] | None = None
@@ -443,12 +448,12 @@ class Normalizer:
             fields[out] = value
 
         time_ns = sample.time_ns
-        skewed = False
+        offset = 0
         if time_ns is None:
             time_ns = now_ns
-        elif abs(time_ns - now_ns) > self._skew_ns:
+        elif check_skew and abs(time_ns - now_ns) > self._skew_ns:
+            offset = time_ns - now_ns
             time_ns = now_ns
-            skewed = True
 
         reading = None
         if fields:
@@ -460,6 +465,7 @@ class Normalizer:
         return NormalizeResult(
             reading,
             tuple(dropped) if dropped else (),
-            skewed,
+            offset != 0,
             tuple(flagged) if flagged else (),
+            offset,
         )

@@ -76,7 +76,7 @@ def _handle_frames(
     framer_overflows: int,
 ) -> int:
     """Decode and submit frames; return how many produced at least one reading."""
-    now_ns = time.time_ns()
+    now_ns = entry.pipeline.time.now_ns()  # one arrival time per read, from the time source
     good = 0
     if framer_overflows > overflows_before:
         for _ in range(framer_overflows - overflows_before):

@@ -13,6 +13,10 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`)::
     sample(field_id, time_ns, value)         WITHOUT ROWID, PRIMARY KEY (field_id, time_ns)
     recent(time_ns, field_id, value)         WITHOUT ROWID, PRIMARY KEY (time_ns, field_id)
 
+    hold(id, lo_ns, hi_ns, synced_ns)        time ranges retention must not judge yet
+                                             (below); no version bump: older versions
+                                             simply ignore the table
+
 ``field.id`` stands for (series, field name), so a sample's key is the point's identity
 (measurement + tags + field + time): a replayed line overwrites its samples
 (``INSERT OR REPLACE``) instead of adding copies, as in InfluxDB. Keying samples by
@@ -32,6 +36,20 @@ Values keep their types: floats are REAL, integers INTEGER, strings TEXT and boo
 INTEGER 0/1, with ``field.type`` telling a boolean from an integer. As in InfluxDB, a
 field keeps the type it was first written with; a line that would change it is
 refused (``field type conflict``).
+
+Retention deletes samples older than ``retention`` by their timestamps, with two
+exceptions for timestamps from a clock that was wrong (a Raspberry Pi has no real-time
+clock: until NTP sets it, it runs from its last shutdown time, or from 1970):
+
+* While the time source says the clock is not synchronized, retention pauses: "now"
+  is not known, so nothing is judged old.
+* Readings stamped while the clock was not synchronized carry the tag
+  ``clock=unsynced``. Writing them opens a *hold*: the time range of their stamps.
+  The hold closes at the first retention pass with the clock synchronized, and from
+  then on protects those readings for ``retention``, counted by the synchronized
+  clock: so readings stored minutes before NTP jumped the clock forward are not
+  deleted minutes after it. When the hold expires, the usual rule applies. A hold
+  only covers series tagged ``clock=unsynced``.
 
 All SQLite work runs on one dedicated thread, never on the event loop.
 """
@@ -55,6 +73,7 @@ import structlog
 
 from gateway.config import DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL_S, Config
 from gateway.errors import SinkUnavailable
+from gateway.pipeline.clock import UNSYNCED_TAG
 from gateway.pipeline.lineprotocol import LineProtocolError, parse
 from gateway.pipeline.reading import FieldValue
 from gateway.pipeline.timesource import TimeSource
@@ -132,9 +151,24 @@ CREATE TABLE IF NOT EXISTS recent (
     value,
     PRIMARY KEY (time_ns, field_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hold (
+    id INTEGER PRIMARY KEY,
+    lo_ns INTEGER NOT NULL,
+    hi_ns INTEGER NOT NULL,
+    synced_ns INTEGER
+);
 """
 # ``value`` has no declared type on purpose: no column affinity, so SQLite stores each
 # value exactly as given (a string "12" stays TEXT, 21.0 stays REAL).
+
+# Retention's extra condition while holds exist: not a sample of a series tagged
+# clock=unsynced whose time lies in a hold's range.
+_NOT_HELD = (
+    " AND NOT (field_id IN (SELECT field.id FROM field JOIN series ON series.id = "
+    f"field.series_id WHERE json_extract(series.tags, '$.{UNSYNCED_TAG[0]}') = "
+    f"'{UNSYNCED_TAG[1]}') AND EXISTS (SELECT 1 FROM hold WHERE time_ns BETWEEN "
+    "hold.lo_ns AND hold.hi_ns))"
+)
 
 
 class LocalStoreError(SinkUnavailable):
@@ -176,6 +210,8 @@ class _Series:
     id: int
     fields: dict[str, tuple[int, str]] = field(default_factory=dict)
     """field name → (field id, type)."""
+    held: bool = False
+    """Tagged clock=unsynced: its writes extend the open hold."""
 
 
 class LocalStore:
@@ -212,6 +248,10 @@ class LocalStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-store")
         self._db: sqlite3.Connection | None = None
         self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        self._holding = False
+        """Holds exist (as of the last retention pass): deletions must respect them."""
+        self._paused = False
+        """Retention is paused because the clock is not synchronized."""
 
     @property
     def is_open(self) -> bool:
@@ -270,13 +310,27 @@ class LocalStore:
         """Delete samples older than ``retention``, then series left empty; return rows deleted.
 
         Deletes at most :data:`RETENTION_BATCH_ROWS` per transaction, so writes interleave.
+        Pauses while the clock is not synchronized, and spares held readings (see the
+        module's description).
         """
         if self.retention is None:
             return 0
+        if self.time.unsynced:
+            if not self._paused:
+                self._paused = True
+                log.warning(
+                    "local store retention paused until the system clock is synchronized",
+                    path=str(self.path),
+                )
+            return 0
+        if self._paused:
+            self._paused = False
+            log.info("local store retention resumed: system clock synchronized")
         started = time.monotonic()
-        now = time.time_ns() if now_ns is None else now_ns
+        now = self.time.now_ns() if now_ns is None else now_ns
         cutoff = now - int(self.retention * 1e9)
         try:
+            held: int = await self._run(self._holds_sync, now, cutoff)
             field_ids: list[int] = await self._run(self._old_fields_sync, cutoff)
             deleted = 0
             for field_id in field_ids:
@@ -301,6 +355,7 @@ class LocalStore:
                 samples_deleted=deleted,
                 fields_dropped=dropped[0],
                 series_dropped=dropped[1],
+                holds=held,
                 took_s=round(time.monotonic() - started, 3),
             )
         return deleted
@@ -375,6 +430,7 @@ class LocalStore:
         db = self._conn()
         rows: list[tuple[int, int, FieldValue]] = []  # (time_ns, field_id, value)
         rejected: list[tuple[int, str]] = []
+        held_times: list[int] = []
         cache = self._cache
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -410,6 +466,8 @@ class LocalStore:
                         break
                     rows.append((time_ns, entry[0], value))
                 else:
+                    if series.held:
+                        held_times.append(time_ns)
                     continue
                 del rows[start:]
                 rejected.append((index, reason))
@@ -417,6 +475,8 @@ class LocalStore:
             # lines with the same point in one batch the later one still wins.
             rows.sort(key=_RECENT_KEY)
             db.executemany("INSERT OR REPLACE INTO recent VALUES (?, ?, ?)", rows)
+            if held_times:
+                self._hold_sync(db, min(held_times), max(held_times))
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -434,14 +494,15 @@ class LocalStore:
         row = db.execute(
             "SELECT id FROM series WHERE measurement = ? AND tags = ?", (measurement, canonical)
         ).fetchone()
+        held = tags.get(UNSYNCED_TAG[0]) == UNSYNCED_TAG[1]
         if row is None:
             cur = db.execute(
                 "INSERT INTO series (measurement, tags, device) VALUES (?, ?, ?)",
                 (measurement, canonical, tags.get("device")),
             )
             assert cur.lastrowid is not None
-            return _Series(cur.lastrowid)
-        series = _Series(row[0])
+            return _Series(cur.lastrowid, held=held)
+        series = _Series(row[0], held=held)
         for field_id, name, kind in db.execute(
             "SELECT id, name, type FROM field WHERE series_id = ?", (series.id,)
         ):
@@ -458,6 +519,37 @@ class LocalStore:
         entry = series.fields[name] = (cur.lastrowid, kind)
         return entry
 
+    def _hold_sync(self, db: sqlite3.Connection, lo: int, hi: int) -> None:
+        """Widen the open hold to [lo, hi] (open one if none is), inside the write's transaction."""
+        row = db.execute("SELECT id FROM hold WHERE synced_ns IS NULL LIMIT 1").fetchone()
+        if row is None:
+            db.execute("INSERT INTO hold (lo_ns, hi_ns) VALUES (?, ?)", (lo, hi))
+        else:
+            db.execute(
+                "UPDATE hold SET lo_ns = MIN(lo_ns, ?), hi_ns = MAX(hi_ns, ?) WHERE id = ?",
+                (lo, hi, row[0]),
+            )
+
+    def _holds_sync(self, now: int, cutoff: int) -> int:
+        """Close the open hold (the clock is synchronized now), end expired ones; count the rest."""
+        db = self._conn()
+        with transaction(db):
+            closed = db.execute(
+                "UPDATE hold SET synced_ns = ? WHERE synced_ns IS NULL", (now,)
+            ).rowcount
+            ended = db.execute("DELETE FROM hold WHERE synced_ns < ?", (cutoff,)).rowcount
+            held: int = db.execute("SELECT COUNT(*) FROM hold").fetchone()[0]
+        if closed:
+            log.info(
+                "readings stamped before the clock was synchronized are kept for the "
+                "retention time from now, whatever their timestamps",
+                retention_s=self.retention,
+            )
+        if ended:
+            log.info("hold on readings stamped before clock sync ended", holds=ended)
+        self._holding = held > 0
+        return held
+
     def _old_fields_sync(self, cutoff: int) -> list[int]:
         db = self._conn()
         return [
@@ -473,31 +565,36 @@ class LocalStore:
         db = self._conn()
         with transaction(db):
             # The time of the limit-th oldest expired sample bounds this transaction.
+            held = _NOT_HELD if self._holding else ""
             row = db.execute(
-                "SELECT time_ns FROM sample WHERE field_id = ? AND time_ns < ? "
+                f"SELECT time_ns FROM sample WHERE field_id = ? AND time_ns < ?{held} "
                 "ORDER BY time_ns LIMIT 1 OFFSET ?",
                 (field_id, cutoff, limit - 1),
             ).fetchone()
             if row is None:
                 cur = db.execute(
-                    "DELETE FROM sample WHERE field_id = ? AND time_ns < ?", (field_id, cutoff)
+                    f"DELETE FROM sample WHERE field_id = ? AND time_ns < ?{held}",
+                    (field_id, cutoff),
                 )
             else:
                 cur = db.execute(
-                    "DELETE FROM sample WHERE field_id = ? AND time_ns <= ?", (field_id, row[0])
+                    f"DELETE FROM sample WHERE field_id = ? AND time_ns <= ?{held}",
+                    (field_id, row[0]),
                 )
         return cur.rowcount
 
     def _expire_recent_sync(self, cutoff: int, limit: int) -> int:
         db = self._conn()
         with transaction(db):
+            held = _NOT_HELD if self._holding else ""
             row = db.execute(
-                "SELECT time_ns FROM recent WHERE time_ns < ? ORDER BY time_ns LIMIT 1 OFFSET ?",
+                f"SELECT time_ns FROM recent WHERE time_ns < ?{held} "
+                "ORDER BY time_ns LIMIT 1 OFFSET ?",
                 (cutoff, limit - 1),
             ).fetchone()
             bound = "time_ns < ?" if row is None else "time_ns <= ?"
             cur = db.execute(
-                f"DELETE FROM recent WHERE {bound}", (cutoff if row is None else row[0],)
+                f"DELETE FROM recent WHERE {bound}{held}", (cutoff if row is None else row[0],)
             )
         return cur.rowcount
 
