@@ -216,8 +216,9 @@ class Gateway:
             sup.service(f"sink-{loop.sink.name}", loop.run)
         sup.every("status", STATUS_INTERVAL_S, self._write_status_job)
         sup.every("field-types", FIELD_TYPES_INTERVAL_S, self._save_field_types)
-        if cfg.clock_sync_check:
-            sup.every("clock-check", CLOCK_CHECK_INTERVAL_S, self._check_clock)
+        # Also notices clock steps while no readings arrive (asks the kernel only when
+        # clock_sync_check is on).
+        sup.every("clock-check", CLOCK_CHECK_INTERVAL_S, self._check_clock)
         sup.every("self-metrics", cfg.metrics_interval, self._emit_self_metrics)
         if ready is not None:
             ready()

@@ -61,6 +61,11 @@ def render_status(doc: dict[str, Any]) -> str:
         lines.append(f"sensor-gateway NOT running (last status {_age(now - updated)} ago)")
     if doc.get("clock_unsynced"):
         lines.append("  ! system clock not synchronized: readings are tagged clock=unsynced")
+    if doc.get("clock_steps"):
+        lines.append(
+            f"  ! system clock stepped {doc['clock_steps']} time(s), last by "
+            f"{doc.get('clock_last_step_s') or 0:+.1f} s (see the log)"
+        )
     lines.append("")
     lines.append(
         f"{'DEVICE':<20} {'STATE':<10} {'READINGS':>9} {'LAST':>6} {'RESTARTS':>8}  REJECTED / DROPPED FIELDS"
@@ -98,6 +103,15 @@ def render_status(doc: dict[str, Any]) -> str:
             f"{s.get('behind', 0):>8} {s.get('dead_lettered', 0):>6}  "
             f"{_counts(s.get('batches_failed', {}))} {s.get('last_error', '')[:120]}"
         )
+    tasks = doc.get("tasks", {})
+    if tasks:
+        lines.append("")
+        lines.append(f"{'TASK':<20} {'STATE':<10} {'FAILURES':>9}  LAST ERROR")
+        for name, task in sorted(tasks.items()):
+            lines.append(
+                f"{name:<20} {task.get('state', '?'):<10} {task.get('failures', 0):>9}  "
+                f"{str(task.get('last_error', ''))[:120]}"
+            )
     sp = doc.get("spool", {})
     lines.append("")
     ttl = sp.get("time_to_loss_s")
@@ -109,6 +123,11 @@ def render_status(doc: dict[str, Any]) -> str:
     if sp.get("damaged_chunks_lost"):
         lines.append(
             f"  ! spool file was damaged: {sp['damaged_chunks_lost']} chunk(s) could not be recovered"
+        )
+    if sp.get("commit_failing"):
+        lines.append(
+            f"  ! spool commits failing (disk full?): {sp.get('pending', 0)} readings wait in "
+            f"memory, at most {sp.get('max_pending', 0)} are kept"
         )
     if sp.get("dropped"):
         lines.append(f"  ! dropped readings: {_counts(sp['dropped'])}")
