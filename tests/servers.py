@@ -10,6 +10,9 @@ Everything here is plain, blocking Python that tests drive from the test thread:
   in-process gateway and a gateway subprocess alike.
 * :class:`SerialPty` is a pseudo-terminal pair: the gateway opens :attr:`SerialPty.path` with
   pyserial, the test (or a device simulator) talks on the master side.
+* :class:`PluggableSerialPty` is a :class:`SerialPty` behind a stable symlink that can be
+  unplugged and plugged in again (a fresh pty each time), like a USB adapter under
+  ``/dev/serial/by-id/``.
 * :class:`FakeInfluxServer` is a FAKE InfluxDB write endpoint, for answers that real servers
   will not give on demand (429/503 with Retry-After, 400, 401, 404, 413, 422 ...).
 
@@ -63,6 +66,7 @@ __all__ = [
     "InfluxQueryError",
     "Mosquitto",
     "MosquittoFactory",
+    "PluggableSerialPty",
     "RecordedRequest",
     "SerialPty",
     "SerialPtyFactory",
@@ -1176,6 +1180,61 @@ class SerialPty:
         for fd in (self.master_fd, self._slave_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PluggableSerialPty:
+    """A serial device behind a stable path that can be unplugged and plugged in again.
+
+    Like ``/dev/serial/by-id/...``: :attr:`path` is a symlink to the slave of the current
+    :class:`SerialPty`. :meth:`unplug` removes the link, then hangs the pty up (the
+    gateway's next read fails, and opening :attr:`path` fails with ENOENT until the next
+    :meth:`plug`); :meth:`plug` makes a fresh pty and points the link at it. :attr:`pty` is
+    the current pty, None while unplugged. Bytes written before the gateway has reopened
+    the port are flushed by pyserial's open, as with a real device.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], plugged: bool = True) -> None:
+        self.path: str = os.fspath(path)
+        self.pty: SerialPty | None = None
+        self.plugs = 0
+        if plugged:
+            self.plug()
+
+    def plug(self) -> SerialPty:
+        """Plug in a new device (a fresh pty) behind :attr:`path`; returns its pty."""
+        if self.pty is not None:
+            raise RuntimeError(f"{self.path} is plugged in already")
+        pty = SerialPty()
+        tmp = f"{self.path}.new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(pty.path, tmp)
+        os.replace(tmp, self.path)  # the link appears atomically, pointing at a live pty
+        self.pty = pty
+        self.plugs += 1
+        return pty
+
+    def unplug(self) -> None:
+        """Pull the device: the path disappears, then the pty hangs up. Idempotent."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        if self.pty is not None:
+            self.pty.close()
+            self.pty = None
+
+    def close(self) -> None:
+        self.unplug()
 
     def __enter__(self) -> Self:
         return self

@@ -1,17 +1,21 @@
 """The serial transport against real pseudo-terminals: unplug cycles, staleness, polling,
-garbage — with bounded memory, no leaked file descriptors and a responsive event loop."""
+garbage — with bounded memory, no leaked file descriptors and a responsive event loop —
+and the restart policy of the device supervisor."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import SerialPtyFactory
+from structlog.testing import capture_logs
 
 from devices.line import LineDriver, LineOptions
 from gateway.delivery.spool import Spool
@@ -19,6 +23,7 @@ from gateway.errors import DeviceUnavailable
 from gateway.pipeline.intake import DeviceInput, Pipeline
 from gateway.pipeline.normalize import NormalizeConfig
 from gateway.serial.runner import run_serial_device
+from gateway.serial.supervise import REOPEN_POLL_S, DeviceLost, supervise_device
 
 
 async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -151,3 +156,93 @@ async def test_polled_device_without_answers_is_reopened(
         await task
     assert entry.stats.rejected == {"no_response": 3}
     assert pty.read_available(0.2).count(b"READ\n") >= 3
+
+
+@pytest.mark.parametrize(("line", "lost"), [(b"seq=1\n", True), (b"not a pair\n", False)])
+async def test_only_a_port_that_delivered_a_good_frame_counts_as_lost(
+    tmp_path: Path, serial_pty: SerialPtyFactory, line: bytes, lost: bool
+) -> None:
+    """The supervisor reopens at once only what was working: DeviceLost vs DeviceUnavailable."""
+    entry = _entry(tmp_path)
+    pty = serial_pty()
+    task = asyncio.create_task(
+        run_serial_device(LineDriver("s", LineOptions(port=pty.path)), entry)
+    )
+    await _until(lambda: entry.stats.state == "running")
+    pty.write(line)
+    await _until(lambda: entry.stats.frames == 1)  # read: stored or rejected
+    pty.close()
+    with pytest.raises(DeviceUnavailable, match="unplugged") as caught:
+        await task
+    assert isinstance(caught.value, DeviceLost) is lost
+
+
+class _Script:
+    """A fake device runner for supervise_device: fails as scripted, records each call."""
+
+    def __init__(self, logs: list[MutableMapping[str, Any]], *failures: DeviceUnavailable) -> None:
+        self.logs = logs
+        self.failures = list(failures)
+        self.calls: list[int] = []  # how many warnings were logged before each call
+
+    def warnings(self) -> list[MutableMapping[str, Any]]:
+        return [e for e in self.logs if e["log_level"] == "warning"]
+
+    async def __call__(self) -> None:
+        self.calls.append(len(self.warnings()))
+        raise self.failures.pop(0) if len(self.failures) > 1 else self.failures[0]
+
+
+async def _supervise(
+    entry: DeviceInput,
+    run: _Script,
+    until: Callable[[], bool],
+    *,
+    initial: float,
+    maximum: float,
+    timeout: float = 10.0,
+) -> None:
+    """Supervise ``run`` until ``until()`` holds (TimeoutError after ``timeout`` s)."""
+    task = asyncio.create_task(supervise_device(entry, run, initial, maximum))
+    try:
+        await _until(until, timeout=timeout)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_device_lost_after_working_is_reopened_at_once_then_with_fresh_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.serial.supervise.REOPEN_WINDOW_S", 0.3)
+    gone = DeviceUnavailable("cannot open serial port: no such file")
+    with capture_logs() as logs:
+        # Three failures grow the backoff; then the device works and is lost; then it
+        # stays away past the quick-reopen window.
+        run = _Script(logs, gone, gone, gone, DeviceLost("serial port closed (unplugged?)"), gone)
+        await _supervise(
+            _entry(tmp_path), run, lambda: len(run.warnings()) >= 5, initial=0.05, maximum=10
+        )
+    lost, after = run.warnings()[3:5]
+    assert lost["was_working"] is True
+    assert lost["retry_in_s"] == REOPEN_POLL_S
+    assert run.calls.count(4) >= 3, "not retried quickly after the loss"
+    # The backoff starts again from 0.05 s instead of going on to 0.2-0.4 s.
+    assert after["retry_in_s"] <= 0.1
+    assert "was_working" not in after
+
+
+async def test_a_device_that_never_works_backs_off(tmp_path: Path) -> None:
+    run = _Script([], DeviceUnavailable("garbage only: stale"))
+    with contextlib.suppress(TimeoutError):
+        await _supervise(_entry(tmp_path), run, lambda: False, initial=0.2, maximum=10, timeout=1.0)
+    # Delays of at least 0.1, 0.2, 0.4, 0.8 s: no more than four tries in a second.
+    assert 1 <= len(run.calls) <= 4
+
+
+async def test_a_device_lost_right_after_each_open_does_not_spin(tmp_path: Path) -> None:
+    run = _Script([], DeviceLost("serial port closed (unplugged?)"))
+    with contextlib.suppress(TimeoutError):
+        await _supervise(_entry(tmp_path), run, lambda: False, initial=0.2, maximum=10, timeout=0.5)
+    assert 1 <= len(run.calls) <= 0.5 / REOPEN_POLL_S + 1

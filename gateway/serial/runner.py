@@ -3,7 +3,9 @@
 The port is opened, flushed and closed off the event loop (pyserial-asyncio-fast). Any
 way the device can go away — unplugged (``SerialException``/EOF), silent for longer
 than ``stale_after``, not answering polls — ends this coroutine with
-:class:`~gateway.errors.DeviceUnavailable`; the supervisor reopens it with backoff.
+:class:`~gateway.errors.DeviceUnavailable`, or with its subclass
+:class:`~gateway.serial.supervise.DeviceLost` when the port had delivered a good frame
+since it was opened; the supervisor reopens it (at once after a loss, else with backoff).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import serial
@@ -19,10 +22,18 @@ import serial_asyncio_fast
 from gateway.driver import SerialDriver
 from gateway.errors import DeviceUnavailable, RejectedInput
 from gateway.pipeline.intake import DeviceInput
+from gateway.serial.supervise import DeviceLost
 
 READ_CHUNK_BYTES = 4096
 # A polled device that misses this many answers in a row is reopened.
 MAX_MISSED_POLLS = 3
+
+
+@dataclass(slots=True)
+class _Run:
+    """What one open of the port achieved."""
+
+    good_frames: int = 0
 
 
 async def run_serial_device(driver: SerialDriver[Any], entry: DeviceInput) -> None:
@@ -41,11 +52,16 @@ async def run_serial_device(driver: SerialDriver[Any], entry: DeviceInput) -> No
         raise DeviceUnavailable(f"cannot open serial port: {err}") from err
     entry.stats.state = "running"
     entry.log.info("serial port opened", port=opts.port, baudrate=opts.baudrate)
+    run = _Run()
     try:
         if driver.poll_interval is not None:
-            await _polled(driver, entry, reader, writer)
+            await _polled(driver, entry, reader, writer, run)
         else:
-            await _stream(driver, entry, reader)
+            await _stream(driver, entry, reader, run)
+    except DeviceUnavailable as err:
+        if run.good_frames:
+            raise DeviceLost(str(err)) from err
+        raise
     finally:
         writer.close()
         with contextlib.suppress(Exception):
@@ -66,6 +82,23 @@ async def _read(reader: asyncio.StreamReader, port: str, wait_s: float | None) -
     if not data:
         raise DeviceUnavailable(f"serial port {port} closed (unplugged?)")
     return data
+
+
+async def _drain(reader: asyncio.StreamReader, port: str) -> tuple[bytes, int]:
+    """Take what the port has delivered already, without waiting for more.
+
+    Returns the first chunk (for a preview) and the number of bytes taken.
+    """
+    first = b""
+    size = 0
+    while True:
+        try:
+            # A zero timeout: read() returns at once if bytes are buffered, else times out.
+            data = await _read(reader, port, 0)
+        except TimeoutError:
+            return first, size
+        first = first or data
+        size += len(data)
 
 
 def _handle_frames(
@@ -107,7 +140,7 @@ def _handle_frames(
 
 
 async def _stream(
-    driver: SerialDriver[Any], entry: DeviceInput, reader: asyncio.StreamReader
+    driver: SerialDriver[Any], entry: DeviceInput, reader: asyncio.StreamReader, run: _Run
 ) -> None:
     opts = driver.options
     framer = driver.framer()
@@ -126,7 +159,9 @@ async def _stream(
             ) from None
         before = framer.overflows
         frames = framer.feed(data)
-        if _handle_frames(driver, entry, frames, before, framer.overflows):
+        good = _handle_frames(driver, entry, frames, before, framer.overflows)
+        if good:
+            run.good_frames += good
             last_good = time.monotonic()
 
 
@@ -135,6 +170,7 @@ async def _polled(
     entry: DeviceInput,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
+    run: _Run,
 ) -> None:
     opts = driver.options
     framer = driver.framer()
@@ -144,7 +180,18 @@ async def _polled(
     while True:
         request = driver.request()
         if request:
+            # An answer that came after its poll timed out is still buffered; read as
+            # this poll's answer it would shift every later reading by one poll.
+            late, size = await _drain(reader, opts.port)
             framer.reset()
+            if size:
+                entry.reject(
+                    RejectedInput(
+                        f"late answer to an earlier poll discarded ({size} bytes)",
+                        reason="late_answer",
+                    ),
+                    frame=_preview(late),
+                )
             writer.write(request)
         deadline = time.monotonic() + driver.response_timeout
         answered = False
@@ -160,7 +207,7 @@ async def _polled(
             frames = framer.feed(data)
             if frames or framer.overflows > before:
                 answered = True
-                _handle_frames(driver, entry, frames, before, framer.overflows)
+                run.good_frames += _handle_frames(driver, entry, frames, before, framer.overflows)
         if answered:
             missed = 0
         else:
