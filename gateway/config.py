@@ -7,6 +7,9 @@ from the environment (``$${`` writes a literal ``${``); secrets can also come fr
 
 :func:`load_config` raises :class:`~gateway.errors.ConfigError` listing every problem
 with its TOML path, e.g. ``devices.boiler.baudrate: expected an integer, got "96OO"``.
+Besides types it refuses what could never work at run time: names InfluxDB refuses,
+topic levels a static or device tag would overwrite, a state directory this user cannot
+write. No message shows a secret, a URL's credentials or a value taken from ``${ENV}``.
 """
 
 from __future__ import annotations
@@ -17,17 +20,27 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from gateway.driver import Driver, MqttOptions, SerialOptions
+from gateway.driver import Driver, MqttDriver, MqttOptions, SerialOptions
 from gateway.errors import ConfigError
-from gateway.options import Duration, Options, Size
+from gateway.options import Duration, DurationOrZero, Options, PathOption, Size
+from gateway.pipeline.lineprotocol import LineProtocolError, encode
 from gateway.pipeline.normalize import NormalizeConfig
+from gateway.pipeline.reading import Reading
 
 # Defaults, and where the numbers come from.
 DEFAULT_STATE_DIR = "/var/lib/sensor-gateway"
@@ -40,27 +53,44 @@ DEFAULT_SPOOL_MAX_BYTES = 256 * 1024**2
 # InfluxDB's own recommendation for batch writes is 5000 lines.
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_FLUSH_INTERVAL_S = 1.0
+# Hostile files: a configuration is a few kB; the deepest real option is 5 tables down.
+MAX_CONFIG_BYTES = 16 * 1024**2
+MAX_DEPTH = 32
+
+
+def _not_below(field_name: str) -> Any:
+    """A validator: this duration must not be less than ``field_name`` (a lower bound)."""
+
+    def check(value: float, info: ValidationInfo) -> float:
+        lower = info.data.get(field_name)  # absent when it failed its own validation
+        if lower is not None and value < lower:
+            raise ValueError(f"must not be less than {field_name} ({lower:g} s), got {value:g} s")
+        return value
+
+    return check
 
 
 class GatewaySection(Options):
     """``[gateway]``: process-wide settings."""
 
-    state_dir: str = DEFAULT_STATE_DIR
+    state_dir: PathOption = DEFAULT_STATE_DIR
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE_S
     restart_backoff_initial: Duration = 1.0
-    restart_backoff_max: Duration = 60.0
+    restart_backoff_max: Duration = Field(default=60.0, validate_default=True)
     metrics_interval: Duration = 60.0
     clock_sync_check: bool = True
     time_resolution: Duration = 0.001
     """Arrival timestamps of one device are at least this far apart (see docs)."""
 
+    _backoff_order = field_validator("restart_backoff_max")(_not_below("restart_backoff_initial"))
+
 
 class SpoolSection(Options):
     """``[spool]``: the durable outbox every reading passes through."""
 
-    path: str | None = None
+    path: PathOption | None = None
     commit_interval: Duration = DEFAULT_COMMIT_INTERVAL_S
     max_bytes: Size = DEFAULT_SPOOL_MAX_BYTES
     max_age: Duration | None = None
@@ -71,19 +101,19 @@ class InfluxSection(Options):
     """``[sinks.influxdb]``: where readings are written."""
 
     enabled: bool = True
-    url: str = Field(pattern=r"^https?://")
+    url: str
     api: Literal["v2", "v1"] = "v2"
     # v2
     org: str = ""
     bucket: str = ""
     token: SecretStr | None = None
-    token_file: str | None = None
+    token_file: PathOption | None = None
     # v1
     database: str = ""
     retention_policy: str = ""
     username: str = ""
     password: SecretStr | None = None
-    password_file: str | None = None
+    password_file: PathOption | None = None
     # writer
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0)
     flush_interval: Duration = DEFAULT_FLUSH_INTERVAL_S
@@ -93,12 +123,23 @@ class InfluxSection(Options):
     retry_after_max: Duration = 300.0
     verify_tls: bool = True
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        host = (rest if sep else url).split("/", 1)[0]
+        if "@" in host:
+            # Keeps secrets out of the URL, which is logged and shown by check-config.
+            raise ValueError("put credentials in token / username / password, not in the url")
+        if not sep or scheme.lower() not in ("http", "https"):
+            raise ValueError(f"expected an http:// or https:// URL, got {_show(url)}")
+        if not host:
+            raise ValueError(f"the URL has no host, got {_show(url)}")
+        return url
+
     @model_validator(mode="after")
     def _api_fields(self) -> InfluxSection:
         problems = []
-        if "@" in self.url.split("//", 1)[-1].split("/", 1)[0]:
-            # Keeps secrets out of the URL, which is logged and shown by check-config.
-            problems.append("put credentials in token / username / password, not in the url")
         if self.api == "v2" and not self.bucket:
             problems.append('"bucket" is required when api = "v2"')
         if self.api == "v1" and not self.database:
@@ -124,8 +165,9 @@ class LocalSection(Options):
     """``[sinks.local]``: the embedded, queryable store (on by default without InfluxDB)."""
 
     enabled: bool | None = None
-    path: str | None = None
-    retention: Duration = 30 * 86400.0
+    path: PathOption | None = None
+    retention: DurationOrZero = 30 * 86400.0
+    """0 keeps everything."""
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0)
     flush_interval: Duration = DEFAULT_FLUSH_INTERVAL_S
 
@@ -140,19 +182,28 @@ class SinksSection(Options):
 class BrokerSection(Options):
     """``[brokers.<name>]``: one MQTT broker; its devices share one connection."""
 
-    host: str
+    host: str = Field(min_length=1)
     port: int = Field(default=1883, gt=0, lt=65536)
     username: str | None = None
     password: SecretStr | None = None
-    password_file: str | None = None
+    password_file: PathOption | None = None
     client_id: str | None = None
-    keepalive: int = Field(default=60, gt=0)
+    # MQTT carries the keepalive in two bytes.
+    keepalive: int = Field(default=60, gt=0, le=65535)
     tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: PathOption | None = None
+    cert_file: PathOption | None = None
+    key_file: PathOption | None = None
     reconnect_initial: Duration = 1.0
-    reconnect_max: Duration = 30.0
+    reconnect_max: Duration = Field(default=30.0, validate_default=True)
+
+    _backoff_order = field_validator("reconnect_max")(_not_below("reconnect_initial"))
+
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> BrokerSection:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError('"key_file" needs "cert_file" (the client certificate)')
+        return self
 
     def resolved_password(self) -> str | None:
         """The password, read from ``password_file`` when given that way."""
@@ -232,8 +283,14 @@ def load_config(
     path: str | Path,
     drivers: Mapping[str, type[Driver[Any]]] | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    check_access: bool = True,
 ) -> Config:
     """Read, merge, interpolate and validate the configuration at ``path``.
+
+    ``check_access`` also checks, for the user running this, that the state directory,
+    spool and local store are writable (or creatable) and the ``*_file`` options
+    readable; commands that only read what a gateway wrote (query, status) pass False.
 
     Raises:
         ConfigError: with every problem found, each with its TOML path.
@@ -246,20 +303,14 @@ def load_config(
     problems: list[tuple[str, str]] = []
     merged: dict[str, Any] = {}
     for source in sources:
-        try:
-            with source.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError([("", f"configuration file {source} not found")]) from None
-        except OSError as err:
-            raise ConfigError([("", f"cannot read {source}: {err.strerror}")]) from None
-        except tomllib.TOMLDecodeError as err:
-            problems.append(("", f"{source}: TOML syntax error: {err}"))
-            continue
-        _merge(merged, data)
+        data = _read_toml(source, problems)
+        if data is not None:
+            _merge(merged, data)
     if problems:
         raise ConfigError(problems, source=str(main))
-    return config_from_dict(merged, drivers=drivers, env=env, sources=tuple(sources))
+    return config_from_dict(
+        merged, drivers=drivers, env=env, sources=tuple(sources), check_access=check_access
+    )
 
 
 def config_from_dict(
@@ -267,6 +318,8 @@ def config_from_dict(
     drivers: Mapping[str, type[Driver[Any]]] | None = None,
     env: Mapping[str, str] | None = None,
     sources: tuple[Path, ...] = (),
+    *,
+    check_access: bool = True,
 ) -> Config:
     """Validate an already-parsed configuration (used by ``load_config`` and the demo)."""
     if drivers is None:
@@ -274,26 +327,42 @@ def config_from_dict(
 
         drivers = load_drivers()
     problems: list[tuple[str, str]] = []
-    data = _interpolate(data, os.environ if env is None else env, "", problems)
+    env_used = _EnvUsed()
+    data = _interpolate(data, os.environ if env is None else env, "", problems, env_used)
     try:
         top = _TopLevel.model_validate(data)
     except ValidationError as err:
-        problems += _pydantic_problems(err, "", _TopLevel)
+        problems += _pydantic_problems(err, "", _TopLevel, env_used.templates)
         top = None
     raw_devices = data.get("devices", {}) if isinstance(data.get("devices"), dict) else {}
     devices: dict[str, DeviceSpec] = {}
     for name, raw in raw_devices.items():
-        spec = _device(name, raw, drivers, problems)
+        spec = _device(name, raw, drivers, problems, env_used.templates)
         if spec is not None:
             devices[name] = spec
     # Device cross-checks need only the broker names, so they run (and report) even when
     # another part of the top level is invalid: check-config lists every mistake at once.
     raw_brokers = data.get("brokers")
     broker_names = list(raw_brokers) if isinstance(raw_brokers, dict) else []
-    problems += _cross_checks(top, broker_names, devices)
+    problems += [
+        (_join("brokers", b), "a broker name must not be empty") for b in broker_names if not b
+    ]
+    problems += _cross_checks(broker_names, devices)
+    if check_access and top is not None:
+        problems += _file_problems(top.sinks.influxdb, top.brokers)
+        problems += _storage_problems(top.gateway, top.spool, top.sinks)
+    elif check_access:  # still check the storage paths when their own sections are valid
+        try:
+            gateway = GatewaySection.model_validate(data.get("gateway", {}))
+            spool = SpoolSection.model_validate(data.get("spool", {}))
+            sinks = SinksSection.model_validate(data.get("sinks", {}))
+        except ValidationError:
+            pass  # already reported
+        else:
+            problems += _storage_problems(gateway, spool, sinks)
     if problems:
         where = str(sources[0]) if sources else None
-        raise ConfigError(problems, source=where)
+        raise ConfigError([(p, env_used.scrub(m)) for p, m in problems], source=where)
     assert top is not None
     return Config(top.gateway, top.spool, top.sinks, top.brokers, devices, sources)
 
@@ -314,6 +383,144 @@ def _secret(value: SecretStr | None, path: str | None) -> str:
     return Path(path).read_text(encoding="utf-8").strip()
 
 
+def _read_toml(source: Path, problems: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """The parsed file, or None with the reason in ``problems`` (named by file and line).
+
+    A missing or unreadable file is fatal at once: nothing else can be checked.
+    """
+    try:
+        with source.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError([("", f"configuration file {source} not found")]) from None
+    except OSError as err:
+        raise ConfigError([("", f"cannot read {source}: {err.strerror}")]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        problems.append(("", f"{source}: over {MAX_CONFIG_BYTES >> 20} MiB, not a configuration"))
+        return None
+    if (nul := raw.find(b"\0")) >= 0:
+        where = _line_col(raw, nul)
+        problems.append(("", f"{source}: a binary file, not TOML text (a NUL byte at {where})"))
+        return None
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        where = _line_col(raw, err.start)
+        problems.append(
+            (
+                "",
+                f"{source}: not UTF-8 text (byte 0x{raw[err.start]:02x} at {where}); "
+                "TOML files must be saved as UTF-8",
+            )
+        )
+        return None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        problems.append(("", f"{source}: TOML syntax error: {err}"))
+        return None
+    except RecursionError:
+        line = _deepest_line(text)
+        at = f"line {line}: " if line else ""
+        problems.append(
+            (
+                "",
+                f"{source}: {at}arrays or inline tables nested too deeply "
+                f"(the limit is {MAX_DEPTH} levels)",
+            )
+        )
+        return None
+    except ValueError as err:  # Python's limit on digits in int(), e.g. x = 99999…
+        line = next(
+            (n for n, s in enumerate(text.splitlines(), 1) if re.search(r"[0-9a-fA-F_]{4300}", s)),
+            None,
+        )
+        at = f"line {line}: " if line else ""
+        reason = "an integer with more than 4300 digits" if "digits" in str(err) else str(err)
+        problems.append(("", f"{source}: {at}{reason}"))
+        return None
+    if (deep := _too_deep(data)) is not None:
+        problems.append(
+            (
+                deep,
+                f"tables or arrays nested too deeply (the limit is {MAX_DEPTH} levels) in {source}",
+            )
+        )
+        return None
+    return data
+
+
+def _line_col(raw: bytes, offset: int) -> str:
+    line = raw.count(b"\n", 0, offset) + 1
+    column = offset - raw.rfind(b"\n", 0, offset)
+    return f"line {line}, column {column}"
+
+
+def _too_deep(data: dict[str, Any]) -> str | None:
+    """The TOML path (shortened) of a value nested deeper than MAX_DEPTH, else None."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:  # iterative: the data may be thousands of levels deep
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"{path}…"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            if isinstance(child, dict | list):
+                stack.append((child, _join(path, key), depth + 1))
+    return None
+
+
+def _deepest_line(text: str) -> int | None:
+    """The line where arrays and inline tables nest deepest (for a file too deep to parse).
+
+    A rough scan (strings and comments skipped, table headers ignored), only used to
+    point at the place in a file tomllib could not parse at all.
+    """
+    depth = best = 0
+    line = best_line = 1
+    i, n = 0, len(text)
+    line_start = True
+    while i < n:
+        char = text[i]
+        if char == "\n":
+            line += 1
+            line_start = True
+        elif char in " \t\r":
+            pass
+        elif char == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif char in "\"'":
+            delim = char * 3 if text.startswith(char * 3, i) else char
+            i += len(delim)
+            while i < n and not text.startswith(delim, i):
+                if text[i] == "\\" and char == '"':
+                    i += 1
+                elif text[i] == "\n":
+                    line += 1
+                i += 1
+            i += len(delim)
+            line_start = False
+            continue
+        elif char == "[" and depth == 0 and line_start:  # a table header
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > best:
+                best, best_line = depth, line
+            line_start = False
+        elif char in "]}":
+            depth = max(0, depth - 1)
+            line_start = False
+        else:
+            line_start = False
+        i += 1
+    return best_line if best else None
+
+
 def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
     for key, value in new.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
@@ -325,8 +532,31 @@ def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
 _ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+@dataclass
+class _EnvUsed:
+    """What ``${NAME}`` interpolation put where, so no message shows those values."""
+
+    templates: dict[str, str] = field(default_factory=dict)
+    """TOML path → the string as written, for every string that took a value from env."""
+    values: dict[str, str] = field(default_factory=dict)
+    """NAME → value, for every variable used."""
+
+    def scrub(self, message: str) -> str:
+        """``message`` with each variable's value written back as ``${NAME}``."""
+        for name, value in sorted(self.values.items(), key=lambda kv: -len(kv[1])):
+            # Very short values would mangle ordinary words and guard no real secret.
+            if len(value) >= 4:
+                for shown in {value, json.dumps(value)[1:-1]}:
+                    message = message.replace(shown, f"${{{name}}}")
+        return message
+
+
 def _interpolate(
-    value: Any, env: Mapping[str, str], path: str, problems: list[tuple[str, str]]
+    value: Any,
+    env: Mapping[str, str],
+    path: str,
+    problems: list[tuple[str, str]],
+    used: _EnvUsed,
 ) -> Any:
     if isinstance(value, str):
         if "${" not in value:
@@ -339,13 +569,15 @@ def _interpolate(
             if name not in env:
                 problems.append((path, f"environment variable {name} is not set"))
                 return ""
+            used.templates[path] = value
+            used.values[name] = env[name]
             return env[name]
 
         return _ENV_RE.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, _join(path, k), problems) for k, v in value.items()}
+        return {k: _interpolate(v, env, _join(path, k), problems, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, env, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return [_interpolate(v, env, f"{path}[{i}]", problems, used) for i, v in enumerate(value)]
     return value
 
 
@@ -361,8 +593,12 @@ def _device(
     raw: Any,
     drivers: Mapping[str, type[Driver[Any]]],
     problems: list[tuple[str, str]],
+    templates: Mapping[str, str],
 ) -> DeviceSpec | None:
     where = _join("devices", name)
+    if not name:
+        problems.append((where, "a device name must not be empty"))
+        return None
     if not isinstance(raw, dict):
         problems.append((where, f"expected a table, got {_show(raw)}"))
         return None
@@ -403,24 +639,102 @@ def _device(
     try:
         section = DeviceSection.model_validate(core)
     except ValidationError as err:
-        problems += _pydantic_problems(err, where, DeviceSection)
+        problems += _pydantic_problems(err, where, DeviceSection, templates)
     try:
         options = driver_cls.Options.model_validate(opts)
     except ValidationError as err:
-        problems += _pydantic_problems(err, where, driver_cls.Options)
+        problems += _pydantic_problems(err, where, driver_cls.Options, templates)
     if section is None or options is None or bad:
         return None
     spec = DeviceSpec(name, section, driver_cls, options)
     try:
-        spec.build_driver()
+        driver = spec.build_driver()
     except (ValueError, TypeError) as err:
         problems.append((where, str(err)))
         return None
-    return spec
+    refused = _names_refused(where, spec, driver)
+    problems += refused
+    return None if refused else spec
+
+
+def _names_refused(where: str, spec: DeviceSpec, driver: Driver[Any]) -> list[tuple[str, str]]:
+    """The names this device would write that InfluxDB refuses, or that overwrite each other.
+
+    The line-protocol encoder refuses them at run time reading by reading; here the ones
+    fixed by the configuration are refused once, with their TOML path.
+    """
+    section = spec.section
+    problems: list[tuple[str, str]] = []
+
+    def check(path: str, measurement: str = "m", tag: tuple[str, str] = ("t", "v"),
+              field: str = "f", what: str = "") -> bool:  # fmt: skip
+        try:
+            encode(Reading(measurement, dict([tag]), {field: 1.0}, 0))
+        except LineProtocolError as err:
+            problems.append((path, f"{what}{err}"))
+            return False
+        return True
+
+    if section.measurement is not None:
+        check(f"{where}.measurement", measurement=section.measurement)
+    for key, value in section.tags.items():
+        check(_join(f"{where}.tags", key), tag=(key, value))
+    device_tag = section.device_tag
+    if device_tag is not None and check(f"{where}.device_tag", tag=(device_tag, "v")):
+        check(
+            where,
+            tag=(device_tag, spec.name),
+            what=f'the device name is the value of the tag "{device_tag}" (device_tag): ',
+        )
+    for source, rule in section.fields.items():
+        path = _join(f"{where}.fields", source) + (".name" if rule.name is not None else "")
+        check(path, field=rule.name or source)
+    for path, key, what in _driver_tag_keys(where, driver):
+        if not check(path, tag=(key, "v"), what=f"{what} becomes a tag: "):
+            continue
+        if key == device_tag:
+            problems.append(
+                (
+                    path,
+                    f'{what} would be the tag "{key}", but the device tag (device_tag = '
+                    f'"{key}") overwrites it with the device name, so all its sensors would '
+                    "write one series and same-time readings overwrite each other; rename "
+                    "it or set device_tag to another key",
+                )
+            )
+        elif key in section.tags:
+            problems.append(
+                (
+                    path,
+                    f'{what} would be the tag "{key}", but the static tag '
+                    f"{_join('tags', key)} overwrites it, so all its sensors would write one "
+                    "series and same-time readings overwrite each other; rename one of them",
+                )
+            )
+    return problems
+
+
+def _driver_tag_keys(where: str, driver: Driver[Any]) -> Iterator[tuple[str, str, str]]:
+    """(TOML path, tag key, description) of each tag key a driver derives from its options.
+
+    Named topic levels of MQTT drivers, and the keys of a ``tags_from_payload`` table
+    (the json driver's option; a plugin with an option so named means the same).
+    """
+    if isinstance(driver, MqttDriver):
+        for i, topic in enumerate(driver.options.topics):
+            for level in topic.split("/"):
+                if level.startswith("{") and level.endswith("}"):
+                    yield f"{where}.topics[{i}]", level[1:-1], f"the topic level {level}"
+    payload_tags = getattr(driver.options, "tags_from_payload", None)
+    if isinstance(payload_tags, Mapping):
+        for key in payload_tags:
+            if isinstance(key, str):
+                path = _join(f"{where}.tags_from_payload", key)
+                yield path, key, f'the payload tag "{key}"'
 
 
 def _cross_checks(
-    top: _TopLevel | None, broker_names: list[str], devices: Mapping[str, DeviceSpec]
+    broker_names: list[str], devices: Mapping[str, DeviceSpec]
 ) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     ports: dict[str, str] = {}
@@ -444,30 +758,118 @@ def _cross_checks(
                 problems.append(
                     (f"{where}.port", f'"{opts.port}" is already used by device "{other}"')
                 )
-    if top is None:
-        return problems
-    influx = top.sinks.influxdb
+    return problems
+
+
+def _file_problems(
+    influx: InfluxSection | None, brokers: Mapping[str, BrokerSection]
+) -> list[tuple[str, str]]:
+    """The ``*_file`` options must name files this user can read."""
+    problems: list[tuple[str, str]] = []
     secret_files: list[tuple[str, str | None]] = []
+    other_files: list[tuple[str, str | None]] = []
     if influx is not None:
         secret_files += [
             ("sinks.influxdb.token_file", influx.token_file),
             ("sinks.influxdb.password_file", influx.password_file),
         ]
-    for bname, broker in top.brokers.items():
+    for bname, broker in brokers.items():
         base = _join("brokers", bname)
-        secret_files += [
-            (f"{base}.password_file", broker.password_file),
+        secret_files.append((f"{base}.password_file", broker.password_file))
+        other_files += [
             (f"{base}.ca_file", broker.ca_file),
             (f"{base}.cert_file", broker.cert_file),
             (f"{base}.key_file", broker.key_file),
         ]
-    for where, file in secret_files:
-        if file is not None and not os.access(file, os.R_OK):
-            reason = (
-                "does not exist" if not os.path.exists(file) else "is not readable by this user"
-            )
+    for where, file in secret_files + other_files:
+        if file is not None and (reason := _unreadable(file, (where, file) in secret_files)):
             problems.append((where, f'"{file}" {reason}'))
     return problems
+
+
+_STATE_DIR_HINT = "; set gateway.state_dir to a directory this user can write"
+
+
+def _storage_problems(
+    gateway: GatewaySection, spool: SpoolSection, sinks: SinksSection
+) -> list[tuple[str, str]]:
+    """The state directory, spool and local store must be writable (or creatable) here.
+
+    check-config answers for the user running it: run it as the service's user.
+    """
+    problems: list[tuple[str, str]] = []
+    config = Config(gateway, spool, sinks, {}, {})
+    reason = _dir_problem(config.state_dir)
+    if reason:
+        problems.append(("gateway.state_dir", f'"{config.state_dir}" {reason}{_STATE_DIR_HINT}'))
+    files = [("spool.path", spool.path, config.spool_path)]
+    if config.local_enabled:
+        files.append(("sinks.local.path", sinks.local.path, config.local_path))
+    for where, given, path in files:
+        if given is None and reason:
+            continue  # under the state directory, already reported
+        if reason_file := _db_file_problem(path):
+            default = "" if given is not None else " (the default, in gateway.state_dir)"
+            problems.append((where, f'"{path}"{default} {reason_file}'))
+    return problems
+
+
+def _dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be used as a writable directory, or None (creatable is fine)."""
+    try:
+        if path.exists():
+            if not path.is_dir():
+                return "is not a directory"
+            if not os.access(path, os.W_OK | os.X_OK):
+                return "is not writable by this user"
+            return None
+        ancestor = Path(os.path.abspath(path)).parent
+        while not os.path.lexists(ancestor):
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            return f'cannot be created: "{ancestor}" is not a directory'
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            return f'cannot be created: "{ancestor}" is not writable by this user'
+    except OSError as err:
+        return f"cannot be used: {err.strerror}"
+    return None
+
+
+def _db_file_problem(path: Path) -> str | None:
+    """Why an SQLite file at ``path`` cannot be opened for writing, or None."""
+    try:
+        if path.is_dir():
+            return "is a directory, not a file"
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            return "is not writable by this user"
+    except OSError as err:
+        return f"cannot be used: {err.strerror}"
+    # SQLite creates its journal and WAL files beside the database.
+    reason = _dir_problem(path.parent)
+    return f'cannot be used: its directory "{path.parent}" {reason}' if reason else None
+
+
+def _unreadable(file: str, secret: bool) -> str | None:
+    """Why ``file`` cannot be read as this option needs, or None."""
+    try:
+        if not os.path.exists(file):
+            return "does not exist"
+        if os.path.isdir(file):
+            return "is a directory, not a file"
+        if not os.access(file, os.R_OK):
+            return "is not readable by this user"
+        if secret:
+            with open(file, "rb") as fh:
+                raw = fh.read(64 * 1024 + 1)
+            if len(raw) > 64 * 1024:
+                return "is too large for a secret (over 64 KiB)"
+            if not raw.decode("utf-8").strip():
+                return "is empty"
+    except UnicodeDecodeError:
+        return "is not UTF-8 text"
+    except OSError as err:
+        return f"cannot be read: {err.strerror}"
+    return None
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -475,8 +877,16 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
+# user:password@ (or a bare token@) before a host: shown as ***@.
+_USERINFO_RE = re.compile(r"(^|://|\s)[^\s/@]*@")
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
+        if "@" in value:
+            value = _USERINFO_RE.sub(r"\1***@", value)
+        if len(value) > 80:
+            value = value[:77] + "…"
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -487,8 +897,13 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-# Keys whose values are secrets: an error about them says the value's kind, never the value.
-_SECRET_KEYS = frozenset({"token", "password"})
+# Keys whose values are secrets (also a plugin's api_key, client_secret…): an error about
+# them says the value's kind, never the value.
+_SECRET_KEY_RE = re.compile(r"token|passw|secret|api_?key|credential", re.IGNORECASE)
+
+
+def _is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and bool(_SECRET_KEY_RE.search(key)) and not key.endswith("_file")
 
 
 class _Hidden:
@@ -500,6 +915,16 @@ class _Hidden:
 
     def __repr__(self) -> str:
         return f"{self.kind} (not shown: it is a secret)"
+
+
+class _FromEnv:
+    """Stands in for a value taken from the environment: shows the string as written."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+
+    def __repr__(self) -> str:
+        return json.dumps(self.template, ensure_ascii=False)
 
 
 _EXPECTED = {
@@ -519,7 +944,10 @@ _EXPECTED = {
 
 
 def _pydantic_problems(
-    err: ValidationError, prefix: str, model: type[BaseModel]
+    err: ValidationError,
+    prefix: str,
+    model: type[BaseModel],
+    templates: Mapping[str, str],
 ) -> list[tuple[str, str]]:
     problems = []
     for e in err.errors():
@@ -536,8 +964,10 @@ def _pydantic_problems(
             path = _join(path, part)
         kind = e["type"]
         given = e.get("input")
-        if loc and loc[-1] in _SECRET_KEYS:
+        if loc and _is_secret_key(loc[-1]):
             given = _Hidden(given)
+        elif path in templates:
+            given = _FromEnv(templates[path])
         if kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             hint = _did_you_mean(str(loc[-1]), parent.model_fields) if parent else ""

@@ -60,6 +60,13 @@ class SerialOptions(Options):
         description="Reopen the port and flag the device stale after this long without a valid frame.",
     )
 
+    @field_validator("port")
+    @classmethod
+    def _valid_path(cls, port: str) -> str:
+        if "\0" in port:
+            raise ValueError("a port path cannot contain a NUL character")
+        return port
+
 
 class MqttOptions(Options):
     """Options every MQTT driver has: which broker, which topics, which QoS."""

@@ -101,6 +101,7 @@ def test_command_help(
 
 BAD_CONFIG = """\
 [gateway]
+state_dir = "{state_dir}"
 shutdown_grace = "10 sec"
 
 [sinks.influxdb]
@@ -132,7 +133,7 @@ def test_check_config_prints_every_mistake(
     token_file = tmp_path / "influx.token"
     token_file.write_text(SECRET)
     path = tmp_path / "gateway.toml"
-    path.write_text(BAD_CONFIG.format(token_file=token_file))
+    path.write_text(BAD_CONFIG.format(token_file=token_file, state_dir=tmp_path))
     code, out, err = run(["check-config", "-c", str(path)], capsys)
     assert code == 2
     assert out == ""
@@ -199,6 +200,7 @@ def test_check_config_never_prints_an_env_token(
     monkeypatch.setenv("INFLUX_TOKEN", SECRET)
     path = tmp_path / "gateway.toml"
     base = (
+        f'[gateway]\nstate_dir = "{tmp_path}"\n\n'
         '[sinks.influxdb]\nurl = "http://127.0.0.1:8086"\nbucket = "b"\ntoken = "${INFLUX_TOKEN}"\n'
     )
     path.write_text(base)
