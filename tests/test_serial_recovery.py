@@ -140,8 +140,9 @@ async def test_a_flapping_usb_device_keeps_almost_every_frame(
 
 # --- a polled device answering one poll late ----------------------------------------------
 
-POLL_S, TIMEOUT_S, LATE_BY_S = 0.6, 0.25, 0.4
-LATE_POLL, POLLS = 3, 10
+# The late answer comes 0.25 s after its poll timed out and 0.3 s before the next poll.
+POLL_S, TIMEOUT_S, LATE_BY_S = 0.8, 0.25, 0.5
+LATE_POLL, POLLS = 2, 6
 
 
 class _NumberedPolls(LineDriver):
@@ -209,5 +210,6 @@ async def test_a_late_answer_does_not_shift_later_polls(
     assert len(pairs) >= POLLS - 1
     assert all(a == b for a, b in pairs), f"(poll, answer stored for it): {pairs}"
     assert LATE_POLL not in [a for a, _ in pairs]  # its answer came too late and was dropped
-    assert entry.stats.rejected.get("no_response") == 1
-    assert entry.stats.rejected.get("late_answer") == 1
+    # At least: on a loaded machine another answer may come late, too.
+    assert entry.stats.rejected.get("no_response", 0) >= 1
+    assert entry.stats.rejected.get("late_answer", 0) >= 1
