@@ -840,6 +840,8 @@ def _db_file_problem(path: Path) -> str | None:
     try:
         if path.is_dir():
             return "is a directory, not a file"
+        if path.exists() and not path.is_file():
+            return "is not a regular file"
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
             return "is not writable by this user"
     except OSError as err:

@@ -253,10 +253,14 @@ def test_cli_env_values_are_not_echoed(tmp_path: Path) -> None:
 
 def test_deep_nesting_in_a_dropin_names_the_dropin(tmp_path: Path) -> None:
     main = write(tmp_path / "gw.toml", base(tmp_path))
-    dropin = write(tmp_path / "conf.d" / "deep.toml", "x = " + "[" * DEPTH + "]" * DEPTH + "\n")
+    # Brackets in strings, comments and table headers do not count.
+    text = "[t]\na = \"[[[[{{\"\nb = '''\n[[[\n'''  # [[[[\n"
+    dropin = write(
+        tmp_path / "conf.d" / "deep.toml", text + "x = " + "[" * DEPTH + "]" * DEPTH + "\n"
+    )
     [(path, message)] = problems(main)
     assert path == ""
-    assert message.startswith(f"{dropin}: line 1: ")
+    assert message.startswith(f"{dropin}: line 6: ")
     assert "nested too deeply" in message
 
 
@@ -503,6 +507,18 @@ def test_state_dir_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert "set gateway.state_dir" in message
 
 
+def test_read_only_commands_skip_the_access_checks(tmp_path: Path) -> None:
+    # query and status only read what a gateway wrote: another user may run them.
+    a_file = write(tmp_path / "a-file", "")
+    config = write(
+        tmp_path / "gw.toml",
+        f'[gateway]\nstate_dir = "{a_file}"\n\n[sinks.influxdb]\nurl = "http://h:8086"\n'
+        f'bucket = "b"\ntoken_file = "{tmp_path / "nope"}"\n',
+    )
+    assert len(problems(config)) == 2
+    assert load_config(config, env={}, check_access=False).state_dir == a_file
+
+
 def test_a_state_dir_that_can_be_created_is_fine(tmp_path: Path) -> None:
     config = write(tmp_path / "gw.toml", f'[gateway]\nstate_dir = "{tmp_path / "a" / "b"}"\n')
     assert load_config(config, env={}).state_dir == tmp_path / "a" / "b"
@@ -518,6 +534,8 @@ def test_spool_and_store_paths(tmp_path: Path) -> None:
     )
     # The store's directory does not exist yet but can be created: fine.
     assert problems(config) == [("spool.path", f'"{a_dir}" is a directory, not a file')]
+    config = write(tmp_path / "gw.toml", base(tmp_path) + '[sinks.local]\npath = "/dev/null"\n')
+    assert only_problem(config) == ("sinks.local.path", '"/dev/null" is not a regular file')
 
 
 def test_every_path_option_expands_the_home_directory(
