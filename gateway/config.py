@@ -666,8 +666,14 @@ def _names_refused(where: str, spec: DeviceSpec, driver: Driver[Any]) -> list[tu
     section = spec.section
     problems: list[tuple[str, str]] = []
 
-    def check(path: str, measurement: str = "m", tag: tuple[str, str] = ("t", "v"),
-              field: str = "f", what: str = "") -> bool:  # fmt: skip
+    def check(
+        path: str,
+        measurement: str = "m",
+        tag: tuple[str, str] = ("t", "v"),
+        field: str = "f",
+        what: str = "",
+    ) -> bool:
+        """Encode a reading with these names; on refusal note the encoder's reason at path."""
         try:
             encode(Reading(measurement, dict([tag]), {field: 1.0}, 0))
         except LineProtocolError as err:
