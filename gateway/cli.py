@@ -317,7 +317,7 @@ def _store_path(args: argparse.Namespace) -> Path:
         return DEMO_DIR / "readings.db"
     from gateway.config import load_config
 
-    return load_config(args.config).local_path
+    return load_config(args.config, check_access=False).local_path
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -360,7 +360,7 @@ def _status_path(args: argparse.Namespace) -> Path:
         return find_status(DEMO_DIR)
     from gateway.config import load_config
 
-    return find_status(load_config(args.config).state_dir)
+    return find_status(load_config(args.config, check_access=False).state_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -387,7 +387,7 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
 
     from gateway.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, check_access=False)
     path = config.spool_path
     if not path.exists():
         print(f"sensor-gateway: no spool at {path}", file=sys.stderr)
