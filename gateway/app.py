@@ -38,10 +38,17 @@ from gateway.pipeline.timesource import TimeSource
 from gateway.serial.runner import run_serial_device
 from gateway.serial.supervise import supervise_device
 from gateway.service.lock import StateDirLock
+from gateway.service.notify import Notifier
 from gateway.service.rundir import status_path
 from gateway.sinks.base import Sink
 from gateway.supervisor import Supervisor
-from gateway.telemetry.report import LossEstimate, self_metric_readings, status_document
+from gateway.telemetry.report import (
+    LossEstimate,
+    ReadingRate,
+    self_metric_readings,
+    status_document,
+    status_line,
+)
 
 log = structlog.get_logger("gateway")
 
@@ -86,8 +93,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class Gateway:
     """Everything that runs, built from a validated :class:`~gateway.config.Config`."""
 
-    def __init__(self, config: Config, *, time_source: TimeSource | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        time_source: TimeSource | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.config = config
+        self.notify = notifier or Notifier()
+        """systemd's notification socket (does nothing when not run by systemd)."""
+        self._rate = ReadingRate()
         self.time = time_source or TimeSource(check_sync=config.gateway.clock_sync_check)
         spool_cfg = config.spool
         self.sinks = build_sinks(config, self.time)
@@ -220,9 +236,18 @@ class Gateway:
         # clock_sync_check is on).
         sup.every("clock-check", CLOCK_CHECK_INTERVAL_S, self._check_clock)
         sup.every("self-metrics", cfg.metrics_interval, self._emit_self_metrics)
+        if self.notify.watchdog_s is not None:
+            # From the loop itself: a blocked or stopped loop stops the pings and systemd
+            # restarts the process after WatchdogSec.
+            sup.every("watchdog", self.notify.watchdog_s / 2, self._watchdog)
+        if self.notify.enabled:
+            sup.every("notify-status", STATUS_INTERVAL_S, self._notify_status)
+        self.notify.ready(status_line(self, None))
+        self.notify.watchdog()
         if ready is not None:
             ready()
         await self._stop.wait()
+        self.notify.stopping()
         if self.fatal_reason is not None:
             log.error("stopping because the spool is unusable", reason=self.fatal_reason)
         else:
@@ -297,6 +322,12 @@ class Gateway:
         except BaseException:
             self.pipeline.field_types.give_back(pins)
             raise
+
+    async def _watchdog(self) -> None:
+        self.notify.watchdog()
+
+    async def _notify_status(self) -> None:
+        self.notify.status(status_line(self, self._rate.sample(self, time.monotonic())))
 
     async def _check_clock(self) -> None:
         self.time.refresh_sync()

@@ -215,3 +215,30 @@ def self_metric_readings(gw: Gateway, oldest_age: float | None) -> list[Reading]
             Reading(SELF_MEASUREMENT, {**host, "kind": "tasks", "name": "tasks"}, failures, now)
         )
     return readings
+
+
+@dataclass(slots=True)
+class ReadingRate:
+    """Readings per second between two samples of the devices' counters."""
+
+    _last: tuple[float, int] | None = None
+
+    def sample(self, gw: Gateway, now: float) -> float | None:
+        """The rate since the previous call (None on the first)."""
+        total = sum(e.stats.readings for e in gw.pipeline.devices.values())
+        last, self._last = self._last, (now, total)
+        if last is None or now <= last[0]:
+            return None
+        return max(0, total - last[1]) / (now - last[0])
+
+
+def status_line(gw: Gateway, rate: float | None) -> str:
+    """One line for ``systemctl status``: devices up, readings/s, spool depth."""
+    devices = gw.pipeline.devices.values()
+    up = sum(1 for e in devices if e.stats.state == "running" and not e.stats.stale)
+    waiting = max((gw.spool.behind(loop.sink.name) for loop in gw.loops), default=0)
+    per_s = "-" if rate is None else f"{rate:.1f}"
+    return (
+        f"{up}/{len(devices)} devices up, {per_s} readings/s, "
+        f"spool {waiting + gw.spool.pending} waiting"
+    )
