@@ -21,24 +21,40 @@ from pydantic import Field, field_validator
 from gateway.errors import RejectedInput
 from gateway.options import Duration, Options, Size
 from gateway.pipeline.reading import RawSample
+from gateway.serial.framers import (
+    DEFAULT_MAX_FRAME_BYTES,
+    FixedLengthFramer,
+    Framer,
+    LengthPrefixedFramer,
+    LineFramer,
+    MarkerFramer,
+)
+from gateway.serial.ports import LineSettings, parse_selector
+from gateway.serial.transport import NoResponse, SerialPort
 
 __all__ = [
     "Driver",
+    "FixedLengthFramer",
     "Framer",
+    "LengthPrefixedFramer",
     "LineFramer",
+    "LineSettings",
+    "MarkerFramer",
     "MqttDriver",
     "MqttOptions",
+    "NoResponse",
     "RawSample",
     "RejectedInput",
     "SerialDriver",
     "SerialOptions",
+    "SerialPort",
     "TopicPattern",
 ]
 
 # Most serial sensors speak 9600 baud 8N1; it is what pyserial defaults to as well.
 DEFAULT_BAUDRATE = 9600
-# A text frame longer than this is garbage or a missing terminator, not a reading.
-DEFAULT_MAX_FRAME_BYTES = 4096
+# A stream device declaring expected_interval is stale after this many silent periods.
+STALE_FACTOR = 5
 # MQTT sensor payloads are small; 256 KiB leaves room for bulky JSON without letting a
 # 10 MB body through to the JSON parser.
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
@@ -47,11 +63,21 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 class SerialOptions(Options):
     """Options every serial driver has: where the port is and how to talk to it."""
 
-    port: str = Field(min_length=1, description="Serial device path; prefer /dev/serial/by-id/….")
+    port: str = Field(
+        min_length=1,
+        description=(
+            "A device path (/dev/serial/by-id/…, /dev/serial/by-path/…, /dev/ttyUSB0) or a "
+            'USB match "usb:VID:PID[:SERIAL]"; `sensor-gateway ports` shows what to paste.'
+        ),
+    )
     baudrate: int = Field(default=DEFAULT_BAUDRATE, gt=0, description="Line speed in baud.")
-    bytesize: Literal[5, 6, 7, 8] = 8
-    parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[5, 6, 7, 8] = Field(default=8, description="Data bits per character.")
+    parity: Literal["N", "E", "O", "M", "S"] = Field(
+        default="N", description="Parity: N(one), E(ven), O(dd), M(ark), S(pace)."
+    )
+    stopbits: Literal[1, 2] = Field(default=1, description="Stop bits.")
+    rtscts: bool = Field(default=False, description="Hardware flow control (RTS/CTS).")
+    xonxoff: bool = Field(default=False, description="Software flow control (XON/XOFF).")
     max_frame_bytes: Size = Field(
         default=DEFAULT_MAX_FRAME_BYTES, description="A longer frame is discarded and counted."
     )
@@ -65,6 +91,7 @@ class SerialOptions(Options):
     def _valid_path(cls, port: str) -> str:
         if "\0" in port:
             raise ValueError("a port path cannot contain a NUL character")
+        parse_selector(port)  # raises ValueError saying what is wrong
         return port
 
 
@@ -110,82 +137,62 @@ class Driver(ABC, Generic[OptionsT]):
         self.options = options
 
 
-class Framer(ABC):
-    """Cuts a byte stream into frames, with a bounded buffer.
-
-    A framer never raises for bad bytes: an over-long frame is discarded, counted in
-    ``overflows`` (the core turns that into a ``frame_too_long`` rejection) and the
-    framer resynchronizes at the next frame boundary.
-    """
-
-    overflows: int = 0
-
-    @abstractmethod
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add bytes; return the complete frames now available (possibly none)."""
-
-    @abstractmethod
-    def reset(self) -> None:
-        """Forget any partial frame (after a reconnect)."""
-
-
-class LineFramer(Framer):
-    """Frames are lines ending in ``terminator``; a CR before it is stripped."""
-
-    def __init__(self, max_bytes: int = DEFAULT_MAX_FRAME_BYTES, terminator: bytes = b"\n") -> None:
-        self.max_bytes = max_bytes
-        self.overflows = 0
-        self._term = terminator
-        self._buf = bytearray()
-        self._discarding = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        frames: list[bytes] = []
-        while (end := self._buf.find(self._term)) >= 0:
-            frame = bytes(self._buf[:end])
-            del self._buf[: end + len(self._term)]
-            if self._discarding:  # the tail of an over-long line, already counted
-                self._discarding = False
-            elif len(frame) > self.max_bytes:
-                self.overflows += 1
-            else:
-                frames.append(frame.rstrip(b"\r"))
-        if len(self._buf) > self.max_bytes:
-            # No terminator within the limit: drop what we have and skip to the next one,
-            # so a device streaming garbage cannot grow our memory.
-            self._buf.clear()
-            if not self._discarding:
-                self.overflows += 1
-            self._discarding = True
-        return frames
-
-    def reset(self) -> None:
-        self._buf.clear()
-        self._discarding = False
-
-
 class SerialDriver(Driver[SerialOptionsT]):
     """A device on a serial port (USB or UART).
 
     Stream devices talk on their own: leave ``poll_interval`` unset and implement
-    :meth:`parse`. Polled devices answer requests: return the request bytes from
-    :meth:`request` and set ``poll_interval`` (seconds); the core writes the request,
-    waits up to ``response_timeout`` for the answer frame and hands it to :meth:`parse`.
+    :meth:`parse`. Polled devices answer requests: set ``poll_interval`` (seconds) and
+    either return the request bytes from :meth:`request` (the default :meth:`poll`
+    sends it with ``port.transact`` and parses the answer) or override :meth:`poll`
+    to talk through the port yourself. :meth:`on_open` sends init commands after every
+    open. ``expected_interval`` (a stream device's frame period) makes the core reopen
+    a device silent for :data:`STALE_FACTOR` periods when ``stale_after`` is not set.
     """
 
     kind: ClassVar[Literal["serial", "mqtt"]] = "serial"
     Options: ClassVar[type[Options]] = SerialOptions
     poll_interval: float | None = None
     response_timeout: float = 1.0
+    retries: int = 0
+    expected_interval: float | None = None
 
     def framer(self) -> Framer:
         """The framer for this device's byte stream (lines by default)."""
         return LineFramer(self.options.max_frame_bytes)
 
+    def line_settings(self) -> LineSettings:
+        """Baud rate, framing and flow control to open the port with (from the options).
+
+        Override when a protocol's defaults depend on another option (DSMR 2.2 is
+        9600 7E1, DSMR 5 115200 8N1): look at ``options.model_fields_set`` to tell a
+        value the user set from a default.
+        """
+        opts = self.options
+        return LineSettings(
+            opts.baudrate, opts.bytesize, opts.parity, opts.stopbits, opts.rtscts, opts.xonxoff
+        )
+
+    async def on_open(self, port: SerialPort) -> None:
+        """Talk to the device after each open, before reading (init commands).
+
+        Use ``await port.transact(command)`` or ``await port.write(command)``. A
+        :class:`NoResponse` or :class:`RejectedInput` here closes the port and the core
+        retries with backoff (the device is not ready).
+        """
+
     def request(self) -> bytes | None:
         """The bytes to send for each poll (polled devices only)."""
         return None
+
+    async def poll(self, port: SerialPort) -> Iterable[RawSample]:
+        """One poll: by default send :meth:`request` and parse the answer frame.
+
+        Raise :class:`NoResponse` (``transact`` does) if the device did not answer and
+        :class:`RejectedInput` for a bad answer; both are counted and polling goes on.
+        """
+        request = self.request()
+        frame = await (port.read_frame() if request is None else port.transact(request))
+        return self.parse(frame)
 
     @abstractmethod
     def parse(self, frame: bytes) -> Iterable[RawSample]:

@@ -1,4 +1,5 @@
-"""structlog set-up: JSON lines for journald, readable output on a terminal."""
+"""structlog set-up: JSON lines for journald (with ``<N>`` priorities), readable output on a
+terminal."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 from typing import Literal
 
 import structlog
+
+from gateway.service.journal import PriorityPrefix, is_journal
 
 
 def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
@@ -36,12 +39,13 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
+    formatter: logging.Formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
+    if is_journal(handler.stream):
+        formatter = PriorityPrefix(formatter)  # `journalctl -p warning` filters
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

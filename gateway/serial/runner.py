@@ -1,9 +1,13 @@
-"""Runs one serial device: open the port, cut frames, poll if asked, hand frames to the driver.
+"""Runs one serial device: resolve and open the port, init, then read or poll.
 
-The port is opened, flushed and closed off the event loop (pyserial-asyncio-fast). Any
-way the device can go away — unplugged (``SerialException``/EOF), silent for longer
-than ``stale_after``, not answering polls — ends this coroutine with
-:class:`~gateway.errors.DeviceUnavailable`, or with its subclass
+The port selector is resolved before each open (a USB match is looked up again, a
+by-id/by-path symlink followed again), then opened, flushed and closed off the event
+loop (pyserial-asyncio-fast). The driver talks through a
+:class:`~gateway.serial.transport.SerialPort`: ``on_open`` for init commands, then
+either the stream loop (frames → ``parse``) or the poll loop (``poll`` every
+``poll_interval``). Any way the device can go away — unplugged (``SerialException``/
+EOF), silent for longer than ``stale_after``, not answering polls — ends this coroutine
+with :class:`~gateway.errors.DeviceUnavailable`, or with its subclass
 :class:`~gateway.serial.supervise.DeviceLost` when the port had delivered a good frame
 since it was opened; the supervisor reopens it (at once after a loss, else with backoff).
 """
@@ -11,7 +15,6 @@ since it was opened; the supervisor reopens it (at once after a loss, else with 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +22,13 @@ from typing import Any
 import serial
 import serial_asyncio_fast
 
-from gateway.driver import SerialDriver
+from gateway.driver import STALE_FACTOR, SerialDriver
 from gateway.errors import DeviceUnavailable, RejectedInput
 from gateway.pipeline.intake import DeviceInput
+from gateway.serial.ports import open_error, resolve_port
 from gateway.serial.supervise import DeviceLost
+from gateway.serial.transport import NoResponse, SerialPort, preview
 
-READ_CHUNK_BYTES = 4096
 # A polled device that misses this many answers in a row is reopened.
 MAX_MISSED_POLLS = 3
 
@@ -36,196 +40,159 @@ class _Run:
     good_frames: int = 0
 
 
-async def run_serial_device(driver: SerialDriver[Any], entry: DeviceInput) -> None:
-    """Read the device until it goes away (raises DeviceUnavailable) or is cancelled."""
+async def open_port(driver: SerialDriver[Any], entry: DeviceInput) -> SerialPort:
+    """Resolve the device's port selector and open it (raises DeviceUnavailable)."""
     opts = driver.options
+    path = await resolve_port(opts.port)
+    line = driver.line_settings()
     try:
         reader, writer = await serial_asyncio_fast.open_serial_connection(
-            url=opts.port,
-            baudrate=opts.baudrate,
-            bytesize=opts.bytesize,
-            parity=opts.parity,
-            stopbits=opts.stopbits,
+            url=path,
+            baudrate=line.baudrate,
+            bytesize=line.bytesize,
+            parity=line.parity,
+            stopbits=line.stopbits,
+            rtscts=line.rtscts,
+            xonxoff=line.xonxoff,
             exclusive=True,
         )
     except (serial.SerialException, OSError, ValueError) as err:
-        raise DeviceUnavailable(f"cannot open serial port: {err}") from err
-    entry.stats.state = "running"
-    entry.log.info("serial port opened", port=opts.port, baudrate=opts.baudrate)
+        raise DeviceUnavailable(open_error(path, err)) from err
+    where = {"port": opts.port} if path == opts.port else {"port": opts.port, "path": path}
+    entry.log.info("serial port opened", **where, line=str(line))
+    return SerialPort(
+        reader,
+        writer,
+        driver.framer(),
+        entry,
+        path=path,
+        max_frame_bytes=opts.max_frame_bytes,
+        timeout=driver.response_timeout,
+        retries=driver.retries,
+    )
+
+
+async def run_serial_device(driver: SerialDriver[Any], entry: DeviceInput) -> None:
+    """Read the device until it goes away (raises DeviceUnavailable) or is cancelled."""
+    port = await open_port(driver, entry)
     run = _Run()
     try:
+        try:
+            await driver.on_open(port)
+        except RejectedInput as err:
+            raise DeviceUnavailable(f"device init failed on {port.path}: {err}") from err
+        entry.stats.state = "running"
         if driver.poll_interval is not None:
-            await _polled(driver, entry, reader, writer, run)
+            await _polled(driver, entry, port, run)
         else:
-            await _stream(driver, entry, reader, run)
+            await _stream(driver, entry, port, run)
     except DeviceUnavailable as err:
         if run.good_frames:
             raise DeviceLost(str(err)) from err
         raise
     finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await writer.wait_closed()
+        await port.close()
 
 
-async def _read(reader: asyncio.StreamReader, port: str, wait_s: float | None) -> bytes:
-    try:
-        async with asyncio.timeout(wait_s):
-            data = await reader.read(READ_CHUNK_BYTES)
-    except TimeoutError:
-        raise  # the caller's staleness or answer timeout (TimeoutError is an OSError)
-    except serial.SerialException as err:
-        raise DeviceUnavailable(f"serial port {port} failed (unplugged?): {err}") from err
-    except OSError as err:
-        raise DeviceUnavailable(f"serial port {port} failed: {err}") from err
-    if not data:
-        raise DeviceUnavailable(f"serial port {port} closed (unplugged?)")
-    return data
-
-
-async def _drain(reader: asyncio.StreamReader, port: str) -> tuple[bytes, int]:
-    """Take what the port has delivered already, without waiting for more.
-
-    Returns the first chunk (for a preview) and the number of bytes taken.
-    """
-    first = b""
-    size = 0
-    while True:
-        try:
-            # A zero timeout: read() returns at once if bytes are buffered, else times out.
-            data = await _read(reader, port, 0)
-        except TimeoutError:
-            return first, size
-        first = first or data
-        size += len(data)
-
-
-def _handle_frames(
-    driver: SerialDriver[Any],
-    entry: DeviceInput,
-    frames: list[bytes],
-    overflows_before: int,
-    framer_overflows: int,
-) -> int:
+def _handle_frames(driver: SerialDriver[Any], entry: DeviceInput, frames: list[bytes]) -> int:
     """Decode and submit frames; return how many produced at least one reading."""
     now_ns = entry.pipeline.time.now_ns()  # one arrival time per read, from the time source
     good = 0
-    if framer_overflows > overflows_before:
-        for _ in range(framer_overflows - overflows_before):
-            entry.reject(
-                RejectedInput(
-                    f"frame longer than {driver.options.max_frame_bytes} bytes discarded "
-                    "(missing line end, wrong baud rate or garbage)",
-                    reason="frame_too_long",
-                )
-            )
+    parse = driver.parse
     for frame in frames:
         try:
-            samples = list(driver.parse(frame))
+            samples = parse(frame)
+            if not isinstance(samples, list):
+                samples = list(samples)  # a generator raises while it is iterated
         except RejectedInput as err:
-            entry.reject(err, frame=_preview(frame))
+            entry.reject(err, frame=preview(frame))
             continue
         except Exception as err:  # a driver bug must not take the device down
             entry.reject(
                 RejectedInput(f"driver error: {type(err).__name__}: {err}", "driver_error"),
-                frame=_preview(frame),
+                frame=preview(frame),
             )
             continue
-        if not samples:
-            continue  # e.g. a comment or banner line
-        if entry.submit(samples, now_ns):
+        if samples and entry.submit(samples, now_ns):
             good += 1
     return good
 
 
+def _stale_after(driver: SerialDriver[Any]) -> float | None:
+    stale_after: float | None = driver.options.stale_after
+    if stale_after is None and driver.expected_interval is not None:
+        return STALE_FACTOR * driver.expected_interval
+    return stale_after
+
+
 async def _stream(
-    driver: SerialDriver[Any], entry: DeviceInput, reader: asyncio.StreamReader, run: _Run
+    driver: SerialDriver[Any], entry: DeviceInput, port: SerialPort, run: _Run
 ) -> None:
-    opts = driver.options
-    framer = driver.framer()
-    stale_after = opts.stale_after
+    framer = port.framer
+    stale_after = _stale_after(driver)
     last_good = time.monotonic()
+    # Frames cut while on_open talked to the device are read first.
+    if frames := port.take_frames():
+        run.good_frames += _handle_frames(driver, entry, frames)
     while True:
         timeout = (
             None if stale_after is None else max(0.0, last_good + stale_after - time.monotonic())
         )
         try:
-            data = await _read(reader, opts.port, timeout)
+            data = await port.read_chunk(timeout)
         except TimeoutError:
             entry.stats.stale = True
             raise DeviceUnavailable(
-                f"no valid frame from {opts.port} for {stale_after:g} s (stale); reopening"
+                f"no valid frame from {port.path} for {stale_after:g} s (stale); reopening"
             ) from None
         before = framer.overflows
         frames = framer.feed(data)
-        good = _handle_frames(driver, entry, frames, before, framer.overflows)
-        if good:
+        if framer.overflows != before or framer.has_drops:
+            port.report_drops(before)
+        if frames and (good := _handle_frames(driver, entry, frames)):
             run.good_frames += good
             last_good = time.monotonic()
 
 
 async def _polled(
-    driver: SerialDriver[Any],
-    entry: DeviceInput,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    run: _Run,
+    driver: SerialDriver[Any], entry: DeviceInput, port: SerialPort, run: _Run
 ) -> None:
-    opts = driver.options
-    framer = driver.framer()
     interval = driver.poll_interval or 1.0
     missed = 0
     next_poll = time.monotonic()
     while True:
-        request = driver.request()
-        if request:
-            # An answer that came after its poll timed out is still buffered; read as
-            # this poll's answer it would shift every later reading by one poll.
-            late, size = await _drain(reader, opts.port)
-            framer.reset()
-            if size:
-                entry.reject(
-                    RejectedInput(
-                        f"late answer to an earlier poll discarded ({size} bytes)",
-                        reason="late_answer",
-                    ),
-                    frame=_preview(late),
-                )
-            writer.write(request)
-        deadline = time.monotonic() + driver.response_timeout
-        answered = False
-        while not answered:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                data = await _read(reader, opts.port, remaining)
-            except TimeoutError:
-                break
-            before = framer.overflows
-            frames = framer.feed(data)
-            if frames or framer.overflows > before:
-                answered = True
-                run.good_frames += _handle_frames(driver, entry, frames, before, framer.overflows)
-        if answered:
-            missed = 0
-        else:
+        try:
+            samples = await driver.poll(port)
+            if not isinstance(samples, list):
+                samples = list(samples)
+        except NoResponse as err:
             missed += 1
-            entry.reject(
-                RejectedInput(
-                    f"no answer within {driver.response_timeout:g} s", reason="no_response"
-                )
-            )
+            entry.reject(err)
             if missed >= MAX_MISSED_POLLS:
                 entry.stats.stale = True
                 raise DeviceUnavailable(
-                    f"{opts.port}: {missed} polls in a row unanswered; reopening"
-                )
+                    f"{port.path}: {missed} polls in a row unanswered; reopening"
+                ) from None
+        except RejectedInput as err:
+            missed = 0  # it answered, if badly
+            entry.reject(err, frame=preview(port.last_frame))
+        except DeviceUnavailable:
+            raise
+        except Exception as err:  # a driver bug must not take the device down
+            missed = 0
+            entry.reject(
+                RejectedInput(f"driver error: {type(err).__name__}: {err}", "driver_error"),
+                frame=preview(port.last_frame),
+            )
+        else:
+            missed = 0
+            if samples and entry.submit(samples, entry.pipeline.time.now_ns()):
+                run.good_frames += 1
         next_poll += interval
-        await asyncio.sleep(max(0.0, next_poll - time.monotonic()))
+        now = time.monotonic()
+        if next_poll < now - interval:
+            next_poll = now  # fell behind (a slow device, a stalled loop): no burst of polls
+        await asyncio.sleep(max(0.0, next_poll - now))
 
 
-def _preview(frame: bytes, limit: int = 80) -> str:
-    text = frame[:limit].decode("utf-8", "backslashreplace")
-    return text + ("…" if len(frame) > limit else "")
+__all__ = ["MAX_MISSED_POLLS", "open_port", "run_serial_device"]
