@@ -163,14 +163,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
+    from gateway.configcheck import check_config, format_findings
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        print(f"{args.config}: {len(err.problems)} problem(s):", file=sys.stderr)
-        for path, message in err.problems:
-            print(f"  {path}: {message}" if path else f"  {message}", file=sys.stderr)
+    result = check_config(args.config)
+    width = 80 if sys.stderr.isatty() else None
+    if result.errors:
+        print(format_findings(args.config, result.errors, "problem", width), file=sys.stderr)
+    if result.warnings:
+        print(format_findings(args.config, result.warnings, "warning", width), file=sys.stderr)
+    config = result.config
+    if config is None:
         return EXIT_CONFIG
     sinks = []
     if config.influx is not None:

@@ -37,7 +37,7 @@ from pydantic import (
 
 from gateway.driver import Driver, MqttDriver, MqttOptions, SerialOptions
 from gateway.errors import ConfigError
-from gateway.options import Duration, DurationOrZero, Options, PathOption, Size
+from gateway.options import Duration, DurationOrZero, Options, PathOption, Size, expand_path
 from gateway.pipeline.lineprotocol import LineProtocolError, encode
 from gateway.pipeline.normalize import NormalizeConfig
 from gateway.pipeline.reading import Reading
@@ -348,18 +348,13 @@ def config_from_dict(
         (_join("brokers", b), "a broker name must not be empty") for b in broker_names if not b
     ]
     problems += _cross_checks(broker_names, devices)
-    if check_access and top is not None:
-        problems += _file_problems(top.sinks.influxdb, top.brokers)
-        problems += _storage_problems(top.gateway, top.spool, top.sinks)
-    elif check_access:  # still check the storage paths when their own sections are valid
-        try:
-            gateway = GatewaySection.model_validate(data.get("gateway", {}))
-            spool = SpoolSection.model_validate(data.get("spool", {}))
-            sinks = SinksSection.model_validate(data.get("sinks", {}))
-        except ValidationError:
-            pass  # already reported
-        else:
-            problems += _storage_problems(gateway, spool, sinks)
+    problems += _broker_refs(raw_devices, drivers, broker_names, devices)
+    if check_access:
+        # From the raw tables, so a mistake elsewhere in a section hides nothing here.
+        problems += _file_problems(data)
+        storage = _storage_sections(data) if top is None else (top.gateway, top.spool, top.sinks)
+        if storage is not None:
+            problems += _storage_problems(*storage)
     if problems:
         where = str(sources[0]) if sources else None
         raise ConfigError([(p, env_used.scrub(m)) for p, m in problems], source=where)
@@ -620,6 +615,14 @@ def _device(
                 f" (installed: {', '.join(sorted(drivers))})",
             )
         )
+        # The keys every device has can still be checked, in the same pass.
+        known = {k: v for k, v in raw.items() if k in DeviceSection.model_fields}
+        try:
+            core_only = DeviceSection.model_validate(known)
+        except ValidationError as err:
+            problems += _pydantic_problems(err, where, DeviceSection, templates)
+        else:
+            problems += _names_refused(where, name, core_only, None)
         return None
     core_keys = set(DeviceSection.model_fields)
     option_keys = set(driver_cls.Options.model_fields)
@@ -645,6 +648,8 @@ def _device(
     except ValidationError as err:
         problems += _pydantic_problems(err, where, driver_cls.Options, templates)
     if section is None or options is None or bad:
+        if section is not None:  # its names are checked in the same pass
+            problems += _names_refused(where, name, section, None)
         return None
     spec = DeviceSpec(name, section, driver_cls, options)
     try:
@@ -652,18 +657,20 @@ def _device(
     except (ValueError, TypeError) as err:
         problems.append((where, str(err)))
         return None
-    refused = _names_refused(where, spec, driver)
+    refused = _names_refused(where, name, section, driver)
     problems += refused
     return None if refused else spec
 
 
-def _names_refused(where: str, spec: DeviceSpec, driver: Driver[Any]) -> list[tuple[str, str]]:
+def _names_refused(
+    where: str, name: str, section: DeviceSection, driver: Driver[Any] | None
+) -> list[tuple[str, str]]:
     """The names this device would write that InfluxDB refuses, or that overwrite each other.
 
     The line-protocol encoder refuses them at run time reading by reading; here the ones
-    fixed by the configuration are refused once, with their TOML path.
+    fixed by the configuration are refused once, with their TOML path. Without a
+    ``driver`` (its options are invalid) the names its options derive are not checked.
     """
-    section = spec.section
     problems: list[tuple[str, str]] = []
 
     def check(
@@ -689,13 +696,13 @@ def _names_refused(where: str, spec: DeviceSpec, driver: Driver[Any]) -> list[tu
     if device_tag is not None and check(f"{where}.device_tag", tag=(device_tag, "v")):
         check(
             where,
-            tag=(device_tag, spec.name),
+            tag=(device_tag, name),
             what=f'the device name is the value of the tag "{device_tag}" (device_tag): ',
         )
     for source, rule in section.fields.items():
         path = _join(f"{where}.fields", source) + (".name" if rule.name is not None else "")
         check(path, field=rule.name or source)
-    for path, key, what in _driver_tag_keys(where, driver):
+    for path, key, what in _driver_tag_keys(where, driver) if driver is not None else ():
         if not check(path, tag=(key, "v"), what=f"{what} becomes a tag: "):
             continue
         if key == device_tag:
@@ -767,30 +774,96 @@ def _cross_checks(
     return problems
 
 
-def _file_problems(
-    influx: InfluxSection | None, brokers: Mapping[str, BrokerSection]
+def _broker_refs(
+    raw_devices: Mapping[str, Any],
+    drivers: Mapping[str, type[Driver[Any]]],
+    broker_names: list[str],
+    devices: Mapping[str, DeviceSpec],
 ) -> list[tuple[str, str]]:
+    """Unknown brokers of MQTT devices whose other options are invalid (the valid ones
+    are checked by :func:`_cross_checks`), so one pass reports both mistakes."""
+    problems: list[tuple[str, str]] = []
+    for name, raw in raw_devices.items():
+        if name in devices or not isinstance(raw, dict) or raw.get("enabled") is False:
+            continue
+        driver = raw.get("driver")
+        cls = drivers.get(driver) if isinstance(driver, str) else None
+        if cls is None or not issubclass(cls.Options, MqttOptions):
+            continue
+        broker = raw.get("broker", cls.Options.model_fields["broker"].default)
+        if isinstance(broker, str) and broker and broker not in broker_names:
+            hint = _did_you_mean(broker, broker_names)
+            problems.append(
+                (
+                    _join(_join("devices", name), "broker"),
+                    f'no broker "{broker}" is configured{hint}; '
+                    f"add a [brokers.{broker}] table with its host",
+                )
+            )
+    return problems
+
+
+def file_options(data: Mapping[str, Any]) -> Iterator[tuple[str, str, bool]]:
+    """(TOML path, expanded path, holds a secret) of every ``*_file`` option in raw data.
+
+    Read from the raw tables, so an invalid key beside one does not hide it; values
+    that are not valid paths are skipped (reported by validation).
+    """
+    sinks = data.get("sinks")
+    influx = sinks.get("influxdb") if isinstance(sinks, dict) else None
+    tables: list[tuple[str, Any, tuple[str, ...]]] = [
+        ("sinks.influxdb", influx, ("token_file", "password_file"))
+    ]
+    brokers = data.get("brokers")
+    if isinstance(brokers, dict):
+        tables += [(_join("brokers", b), t, ("password_file",)) for b, t in brokers.items()]
+    for base, table, secrets in tables:
+        if not isinstance(table, dict):
+            continue
+        for key in ("token_file", "password_file", "ca_file", "cert_file", "key_file"):
+            value = table.get(key)
+            if isinstance(value, str):
+                try:
+                    yield f"{base}.{key}", expand_path(value), key in secrets
+                except ValueError:
+                    continue
+
+
+def _file_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The ``*_file`` options must name files this user can read."""
     problems: list[tuple[str, str]] = []
-    secret_files: list[tuple[str, str | None]] = []
-    other_files: list[tuple[str, str | None]] = []
-    if influx is not None:
-        secret_files += [
-            ("sinks.influxdb.token_file", influx.token_file),
-            ("sinks.influxdb.password_file", influx.password_file),
-        ]
-    for bname, broker in brokers.items():
-        base = _join("brokers", bname)
-        secret_files.append((f"{base}.password_file", broker.password_file))
-        other_files += [
-            (f"{base}.ca_file", broker.ca_file),
-            (f"{base}.cert_file", broker.cert_file),
-            (f"{base}.key_file", broker.key_file),
-        ]
-    for where, file in secret_files + other_files:
-        if file is not None and (reason := _unreadable(file, (where, file) in secret_files)):
+    for where, file, secret in file_options(data):
+        if reason := _unreadable(file, secret):
             problems.append((where, f'"{file}" {reason}'))
     return problems
+
+
+def _storage_sections(
+    data: Mapping[str, Any],
+) -> tuple[GatewaySection, SpoolSection, SinksSection] | None:
+    """The storage settings alone, when the sections around them hold other mistakes."""
+
+    def table(*keys: str) -> dict[str, Any]:
+        current: Any = data
+        for key in keys:
+            current = current.get(key) if isinstance(current, dict) else None
+        return current if isinstance(current, dict) else {}
+
+    def pick(raw: dict[str, Any], *keys: str) -> dict[str, Any]:
+        return {k: raw[k] for k in keys if k in raw}
+
+    influx = table("sinks", "influxdb")
+    local = pick(table("sinks", "local"), "enabled", "path")
+    if "enabled" not in local:
+        local["enabled"] = not influx or influx.get("enabled") is False
+    try:
+        return (
+            GatewaySection.model_validate(pick(table("gateway"), "state_dir")),
+            SpoolSection.model_validate(pick(table("spool"), "path")),
+            SinksSection.model_validate({"local": local}),
+        )
+    except ValidationError:
+        return None  # already reported
 
 
 _STATE_DIR_HINT = "; set gateway.state_dir to a directory this user can write"

@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from gateway.errors import RejectedInput
 from gateway.options import Duration, Options, Size
@@ -95,24 +95,23 @@ class SerialOptions(Options):
         return port
 
 
+def _topic_pattern(topic: str) -> str:
+    TopicPattern(topic)  # raises ValueError with the reason
+    return topic
+
+
 class MqttOptions(Options):
     """Options every MQTT driver has: which broker, which topics, which QoS."""
 
     broker: str = Field(default="default", description="The [brokers.<name>] table to use.")
-    topics: list[str] = Field(
+    # Each pattern is checked on its own, so every bad one is reported with its index.
+    topics: list[Annotated[str, AfterValidator(_topic_pattern)]] = Field(
         min_length=1, description="Topic patterns: + and # wildcards, {name} levels become tags."
     )
     qos: Literal[0, 1, 2] = Field(default=1, description="Subscription QoS.")
     max_payload_bytes: Size = Field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, description="A larger payload is rejected unread."
     )
-
-    @field_validator("topics")
-    @classmethod
-    def _valid_patterns(cls, topics: list[str]) -> list[str]:
-        for topic in topics:
-            TopicPattern(topic)  # raises ValueError with the reason
-        return topics
 
 
 OptionsT = TypeVar("OptionsT", bound=Options)

@@ -111,7 +111,7 @@ token_file = "{token_file}"
 
 [devices.boiler]
 driver = "line"
-port = "/dev/ttyUSB0"
+port = "/dev/null"
 baudrate = "96OO"
 stopbit = 1
 fields.t = {{ unit = "degFF", to_unit = "degC" }}
@@ -132,6 +132,7 @@ def test_check_config_prints_every_mistake(
 ) -> None:
     token_file = tmp_path / "influx.token"
     token_file.write_text(SECRET)
+    token_file.chmod(0o600)
     path = tmp_path / "gateway.toml"
     path.write_text(BAD_CONFIG.format(token_file=token_file, state_dir=tmp_path))
     code, out, err = run(["check-config", "-c", str(path)], capsys)
@@ -159,6 +160,7 @@ def test_check_config_prints_every_mistake(
 def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     token_file = tmp_path / "influx.token"
     token_file.write_text(SECRET)
+    token_file.chmod(0o600)
     path = tmp_path / "gateway.toml"
     path.write_text(
         f"""\
@@ -175,7 +177,7 @@ host = "127.0.0.1"
 
 [devices.boiler]
 driver = "line"
-port = "/dev/ttyUSB0"
+port = "/dev/null"
 
 [devices.hall]
 driver = "json"

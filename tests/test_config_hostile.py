@@ -206,7 +206,7 @@ def test_cli_tilde_is_expanded_never_created(tmp_path: Path) -> None:
 
 def test_cli_tilde_paths_pass_check_config(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    write(home / "influx.token", SECRET)
+    write(home / "influx.token", SECRET).chmod(0o600)
     config = write(
         tmp_path / "gw.toml",
         '[gateway]\nstate_dir = "~/gw"\n\n[sinks.influxdb]\nurl = "http://127.0.0.1:8086"\n'
@@ -637,7 +637,7 @@ def test_env_values_are_never_echoed(tmp_path: Path) -> None:
         + '[devices.m]\ndriver = "json"\ntopics = ["a/${TOPIC}"]\n',
     )
     found = problems(config, env={"PORT": SECRET, "TOPIC": f"#/{SECRET}"})
-    assert sorted(p for p, _ in found) == ["brokers.default.port", "devices.m.topics"]
+    assert sorted(p for p, _ in found) == ["brokers.default.port", "devices.m.topics[0]"]
     assert all(SECRET not in message for _, message in found), found
 
 
