@@ -278,6 +278,17 @@ class Config:
         influx = self.sinks.influxdb
         return influx if influx is not None and influx.enabled else None
 
+    @property
+    def disabled_sinks(self) -> list[str]:
+        """Sinks configured but turned off with ``enabled = false``: the spool keeps what
+        they have not had yet until they are turned on again."""
+        names = []
+        if self.sinks.influxdb is not None and not self.sinks.influxdb.enabled:
+            names.append("influxdb")
+        if self.sinks.local.enabled is False:
+            names.append("local")
+        return names
+
 
 def load_config(
     path: str | Path,

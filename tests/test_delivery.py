@@ -353,6 +353,97 @@ async def test_config_error_keeps_data_spooled_until_fixed(
     _no_secret(reason, description, representation, *logs)
 
 
+# A reverse proxy's own error pages (nginx's), as they come back instead of InfluxDB's answer.
+NGINX_405 = (
+    "<html>\r\n<head><title>405 Not Allowed</title></head>\r\n<body>\r\n<center><h1>405 Not "
+    "Allowed</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+NGINX_400 = (
+    "<html><head><title>400 The plain HTTP request was sent to HTTPS port</title></head>"
+    "<body><center><h1>400 Bad Request</h1></center><center>The plain HTTP request was sent "
+    "to HTTPS port</center><hr><center>nginx</center></body></html>"
+)
+HTML = {"Content-Type": "text/html"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        pytest.param(Answer(405, NGINX_405, HTML), 405, id="405-proxy-page"),
+        pytest.param(Answer(415, '{"message":"unsupported media type"}'), 415, id="415"),
+        pytest.param(Answer(400, NGINX_400, HTML), 400, id="400-html"),
+        pytest.param(
+            Answer(400, '{"code":"invalid","message":"writing requires points"}'),
+            400,
+            id="400-json-naming-no-line",
+        ),
+        pytest.param(Answer(407, "", {"Proxy-Authenticate": "Basic"}), 407, id="407"),
+    ],
+)
+async def test_request_refused_blocks_the_sink_instead_of_bisecting(
+    fake_influx: FakeInfluxServer, tmp_path: Path, answer: Answer, code: int
+) -> None:
+    """A 4xx that names no line says nothing about the data: one bisect would turn 1,000
+    readings into ~2,000 requests and 1,000 dead letters. Blocked instead, then resumed."""
+    fixed = False
+
+    def script(batch: list[str]) -> Answer:
+        return Answer(204) if fixed else answer
+
+    fake_influx.default = script
+    lines = _lines(1000)
+    with structlog.testing.capture_logs() as logs:
+        async with running(fake_influx, tmp_path) as rig:
+            rig.spool.add_many(lines)
+            await rig.spool.commit()
+            await asyncio.to_thread(fake_influx.wait_for_requests, 3)
+            assert rig.loop.stats.state == "blocked"
+            assert f"InfluxDB at {fake_influx.url}: {code} " in rig.loop.stats.last_error
+            assert await rig.dead() == []
+            assert rig.spool.behind(SINK) == len(lines), "all still spooled"
+            fixed = True  # the operator fixes the URL / the proxy
+            await rig.drained()
+            assert rig.loop.stats.state == "ok"
+            assert rig.loop.stats.dead_lettered == 0
+    requests = fake_influx.write_requests()
+    assert all(r.lines == lines for r in requests), "the whole batch each time: no bisecting"
+    assert len(requests) <= 6
+    _assert_exactly_once(fake_influx.accepted_lines(), lines)
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1, "said once, not once per re-check"
+    assert errors[0]["event"] == "sink cannot write; readings stay spooled until fixed"
+    assert f"InfluxDB at {fake_influx.url}: {code} " in errors[0]["reason"]
+    assert "check sinks.influxdb.url" in errors[0]["reason"]
+    assert any(e["event"] == "sink writing again" for e in logs)
+
+
+async def test_proxy_error_during_a_bisect_loses_no_good_line(
+    fake_influx: FakeInfluxServer, tmp_path: Path
+) -> None:
+    """A real parse error starts a bisect; a proxy's 405 in the middle only pauses it."""
+    lines = _lines(64)
+    bad = "m,dev=x v=oops 1700000000000000000"
+    lines.insert(21, bad)
+    hiccups = 2
+
+    def script(batch: list[str]) -> Answer:
+        nonlocal hiccups
+        if len(batch) < len(lines) and hiccups:
+            hiccups -= 1
+            return Answer(405, NGINX_405, HTML)
+        if bad in batch:
+            body = {"code": "invalid", "message": f"unable to parse '{bad}': invalid number"}
+            return Answer(400, json.dumps(body))
+        return Answer(204)
+
+    fake_influx.default = script
+    async with running(fake_influx, tmp_path) as rig:
+        await rig.deliver(lines)
+        assert await rig.dead() == [bad]
+        assert rig.loop.stats.batches_failed["config"] == 2
+    _assert_exactly_once(fake_influx.accepted_lines(), [ln for ln in lines if ln != bad])
+
+
 async def test_v1_credentials_stay_out_of_urls_and_logs(
     fake_influx: FakeInfluxServer, tmp_path: Path
 ) -> None:

@@ -27,6 +27,7 @@ from servers import (
     VictoriaFactory,
     VictoriaMetrics,
 )
+from test_delivery import HTML, NGINX_405
 
 from gateway.backoff import Backoff
 from gateway.config import InfluxSection
@@ -125,6 +126,10 @@ _V3_NOT_PARTIAL = json.dumps(
         "data": {"original_line": "m v= 2", "line_number": 2, "error_message": "No fields"},
     }
 )
+_HTML_400 = (
+    "<html><head><title>400 Bad Request</title></head><body><h1>Bad Request</h1>"
+    "<p>Request Header Or Cookie Too Large &amp; unable to parse it</p></body></html>"
+)
 
 
 @pytest.mark.parametrize("api", ["v2", "v1"])
@@ -163,7 +168,42 @@ _V3_NOT_PARTIAL = json.dumps(
         (Answer(502), Verdict.RETRY, "HTTP 502"),
         (Answer(504), Verdict.RETRY, "HTTP 504"),
         (Answer(408), Verdict.RETRY, "HTTP 408"),
-        (Answer(409, "conflict"), Verdict.REJECTS_SOME, "409"),
+        # Answers that name the data (the real servers' texts): bisect.
+        (
+            Answer(400, '{"error":"partial write: unable to parse \'m v=x 3\': bad dropped=0"}'),
+            Verdict.REJECTS_SOME,
+            "400 rejected",
+        ),
+        (
+            Answer(400, '{"error":"field type conflict: input field \\"v\\" on measurement"}'),
+            Verdict.REJECTS_SOME,
+            "field type conflict",
+        ),
+        (
+            Answer(400, '{"error":"line protocol parsing error","data":{"line_number":2}}'),
+            Verdict.REJECTS_SOME,
+            "parsing error",
+        ),
+        # Answers about the request or the path, not the data: blocked, never bisected.
+        (Answer(409, "conflict"), Verdict.CONFIG, "409 Conflict"),
+        (Answer(405, NGINX_405, HTML), Verdict.CONFIG, "405 Method Not Allowed"),
+        (Answer(405, "Method Not Allowed\n"), Verdict.CONFIG, "takes no POST"),
+        (Answer(407, "", {"Proxy-Authenticate": "Basic"}), Verdict.CONFIG, "407 Proxy"),
+        (Answer(411, "Length Required"), Verdict.CONFIG, "411 Length Required"),
+        (Answer(414), Verdict.CONFIG, "414 "),
+        (Answer(415, "unsupported media type"), Verdict.CONFIG, "gzip = false"),
+        (Answer(431), Verdict.CONFIG, "431 Request Header Fields Too Large"),
+        (Answer(400, _HTML_400, HTML), Verdict.CONFIG, "400 Bad Request"),
+        (Answer(400, "<html><body>bad</body></html>"), Verdict.CONFIG, "(bad)"),
+        (
+            Answer(400, '{"code":"invalid","message":"writing requires points"}'),
+            Verdict.CONFIG,
+            "400",
+        ),
+        (Answer(400, '{"error":"unexpected EOF"}'), Verdict.CONFIG, "names no line"),
+        (Answer(400), Verdict.CONFIG, "400 Bad Request"),
+        (Answer(422, "<html><h1>422</h1></html>", HTML), Verdict.CONFIG, "422"),
+        (Answer(499, "client closed"), Verdict.CONFIG, "499 client error"),
     ],
     ids=lambda v: f"{v.status}" if isinstance(v, Answer) else None,
 )
@@ -196,6 +236,22 @@ def test_404_hints_name_what_to_fix() -> None:
     assert 'bucket "bucket" or org "org" not found' in reason(v2, '{"message":"bucket not found"}')
     assert 'api = "v1"' in reason(v2, "404 page not found")
     assert "CREATE DATABASE db1" in reason(v1, '{"error":"database not found: \\"db1\\""}')
+
+
+def test_refused_requests_say_what_and_where() -> None:
+    """A 4xx naming no line: the code, the URL written to, the answer as text, cut short."""
+    sink = _sink("http://h:8086/influx/")
+    assert sink._classify(405, NGINX_405, HTML, 1, 10).reason == (
+        "InfluxDB at http://h:8086/influx: 405 Method Not Allowed — POST "
+        "http://h:8086/influx/api/v2/write refused the request itself, not the data (that URL "
+        "takes no POST: a proxy or another service answers there); readings stay spooled: "
+        "check sinks.influxdb.url and any proxy in between "
+        "(405 Not Allowed 405 Not Allowed nginx)"
+    )
+    page = sink._classify(400, "<p>" + "x" * 5000 + "</p>", None, 1, 10).reason
+    assert page.endswith(" (" + "x" * 300 + ")")
+    v1 = _sink("http://h:8086", api="v1", database="db1")
+    assert "POST http://h:8086/write refused" in v1._classify(431, "", None, 1, 10).reason
 
 
 @pytest.mark.parametrize("api", ["v2", "v1"])
@@ -311,6 +367,10 @@ async def test_influx1_round_trip_and_real_rejects(influx1: Influx1, unique_name
         unparseable = await sink.write([f"{em} n=oops {T0 + 4}"])
         assert unparseable.verdict is Verdict.REJECTS_SOME
         assert "unable to parse" in unparseable.reason
+        # A bad line among good ones: 1.x writes the good ones and says so.
+        mixed = await sink.write([f"{em} n=5i {T0 + 5}", f"{em} n=oops {T0 + 6}"])
+        assert mixed.verdict is Verdict.REJECTS_SOME
+        assert "partial write: unable to parse" in mixed.reason
     missing = _sink(influx1.url, api="v1", database=f"{db}_missing", token=None)
     async with started(missing) as sink:
         outcome = await sink.write(lines)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 import gateway.delivery.spool as spool_mod
 from gateway.delivery.spool import Spool
@@ -157,6 +158,68 @@ async def test_cursor_of_a_removed_sink_is_dropped(tmp_path: Path) -> None:
         assert spool.behind("a") == 0
     assert set(_cursors(path)) == {"a"}
     assert _chunk_ids(path) == [], "the removed sink no longer pins the chunk"
+
+
+async def test_backlog_of_a_removed_sink_is_counted_and_logged(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    async with opened(path, ("a", "gone")) as spool:
+        await _commit(spool, _lines("m", 7))
+        await _drain(spool, "a")
+    with structlog.testing.capture_logs() as logs:
+        async with opened(path, ("a",)) as spool:
+            assert spool.stats.dropped == {"gone:sink_removed": 7}
+            assert spool.size_bytes == 0, "the chunk it pinned is collected and not counted"
+    (event,) = [e for e in logs if e["event"].startswith("spool cursor of a sink")]
+    assert event["sink"] == "gone"
+    assert event["dropped"] == 7
+    assert "enabled = false" in event["hint"]
+
+
+async def test_disabled_sink_keeps_its_backlog_until_enabled_again(tmp_path: Path) -> None:
+    """enabled = false, restart, enabled = true, restart: nothing of the window is lost."""
+    path = tmp_path / "spool.db"
+    before, during, after = _lines("before", 5), _lines("during", 6), _lines("after", 4)
+    async with opened(path, ("a", "b")) as spool:
+        await _commit(spool, before)
+        assert await _drain(spool, "a") == before
+        # "b" is turned off with part of its backlog not delivered yet.
+        batch = await spool.read("b", 3)
+        assert batch is not None
+        await spool.ack("b", batch)
+    with structlog.testing.capture_logs() as logs:
+        async with opened(path, ("a",), inactive_sinks=("b",)) as spool:
+            assert spool.stats.dropped == {}
+            await _commit(spool, during)
+            assert await _drain(spool, "a") == during
+    (kept,) = [e for e in logs if e["event"] == "backlog kept for a sink that is not enabled"]
+    assert kept["sink"] == "b"
+    assert kept["backlog"] == 2
+    assert set(_cursors(path)) == {"a", "b"}
+    assert len(_chunk_ids(path)) == 2, "the chunks b has not had are kept"
+    async with opened(path, ("a", "b")) as spool:
+        await _commit(spool, after)
+        assert spool.behind("b") == 2 + len(during) + len(after)
+        assert await _drain(spool, "b") == before[3:] + during + after
+        assert await _drain(spool, "a") == after
+        assert spool.stats.dropped == {}
+    assert _chunk_ids(path) == []
+
+
+async def test_caps_count_what_a_disabled_sink_never_gets(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    chunks = [_lines(f"c{i}", 10, width=200) for i in range(8)]
+    async with opened(path, ("a", "b")) as spool:
+        pass
+    async with opened(path, ("a",), inactive_sinks=("b",), max_bytes=8_000) as spool:
+        for chunk in chunks:
+            await _commit(spool, chunk)
+            await _drain(spool, "a")
+        lost = spool.stats.dropped.get("b:spool_full", 0)
+        assert lost > 0
+        assert spool.stats.dropped == {"b:spool_full": lost}, "a had them all already"
+    async with opened(path, ("a", "b")) as spool:
+        everything = [ln for c in chunks for ln in c]
+        assert await _drain(spool, "b") == everything[lost:], "what was not counted arrives"
 
 
 async def test_new_sink_starts_at_the_oldest_chunk(tmp_path: Path) -> None:
@@ -481,6 +544,7 @@ async def test_lines_after_the_spool_emptied_are_delivered(tmp_path: Path) -> No
     async with opened(path, ("a",)) as spool:
         await _commit(spool, third)
         assert await _drain(spool, "a") == third
+
 
 # --- age: judged on the spool clock, never on a wall clock that just jumped ----------
 

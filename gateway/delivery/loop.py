@@ -22,8 +22,8 @@ from gateway.sinks.base import Sink, Verdict
 
 log = structlog.get_logger("gateway.sink")
 
-# How often a sink that cannot write because of its configuration (token, bucket)
-# repeats its error message, so the journal is not flooded during a long outage.
+# How often a sink that cannot write because of its configuration (token, bucket, URL)
+# repeats an unchanged error message, so the journal is not flooded during a long outage.
 CONFIG_ERROR_LOG_INTERVAL_S = 600.0
 
 
@@ -51,6 +51,7 @@ class DeliveryLoop:
         self._backoff = Backoff(1.0, sink.retry_max_interval)
         self._config_backoff = Backoff(5.0, max(sink.retry_max_interval, 300.0))
         self._last_config_log = -CONFIG_ERROR_LOG_INTERVAL_S
+        self._config_logged = ""
 
     async def run(self) -> None:
         """Deliver forever: wait for data, batch by size or age, settle each batch."""
@@ -141,15 +142,20 @@ class DeliveryLoop:
                 await asyncio.sleep(delay)
                 if self._dropped_meanwhile(start):
                     return False
-            else:  # CONFIG
+            else:  # CONFIG: the request, credentials or path are wrong, not the data
                 self._failed("config")
                 # What to fix, for `sensor-gateway status`: the log says it only rarely.
                 self.stats.last_error = outcome.reason or "config"
                 self.stats.state = "blocked"
                 delay = self._config_backoff.next()
                 now = time.monotonic()
-                if now - self._last_config_log >= CONFIG_ERROR_LOG_INTERVAL_S:
+                # Said once, again when the answer changes, and as a reminder now and then.
+                if (
+                    outcome.reason != self._config_logged
+                    or now - self._last_config_log >= CONFIG_ERROR_LOG_INTERVAL_S
+                ):
                     self._last_config_log = now
+                    self._config_logged = outcome.reason
                     self._log.error(
                         "sink cannot write; readings stay spooled until fixed",
                         reason=outcome.reason,
@@ -181,6 +187,7 @@ class DeliveryLoop:
         self._backoff.reset()
         self._config_backoff.reset()
         self._last_config_log = -CONFIG_ERROR_LOG_INTERVAL_S
+        self._config_logged = ""
 
     def _failed(self, reason: str) -> None:
         key = reason.split(":", 1)[0][:40]

@@ -215,13 +215,22 @@ class _SinkState:
 
 
 class Spool:
-    """The durable outbox. Open it, ``add`` lines, run :meth:`run_commits`, read per sink."""
+    """The durable outbox. Open it, ``add`` lines, run :meth:`run_commits`, read per sink.
+
+    ``sinks`` are the sinks that run now; each gets a cursor (a new one starts at the
+    oldest chunk still there). ``inactive_sinks`` are configured but turned off: their
+    cursors stay where they are, so the chunks they have not had wait for them until they
+    run again (the byte and age caps still apply; what those drop is counted against
+    them). The cursor of any other sink is removed when the spool opens, its backlog
+    counted as dropped (``sink_removed``) and logged.
+    """
 
     def __init__(
         self,
         path: Path,
         sinks: Sequence[str],
         *,
+        inactive_sinks: Sequence[str] = (),
         commit_interval: float = 0.2,
         max_bytes: int = 256 * 1024**2,
         max_age: float | None = None,
@@ -238,6 +247,7 @@ class Spool:
         self.synchronous = synchronous
         self.stats = SpoolStats()
         self._sink_names = list(sinks)
+        self._inactive = [name for name in inactive_sinks if name not in self._sink_names]
         self._sinks: dict[str, _SinkState] = {}
         self._pending: list[str] = []
         self._early = asyncio.Event()
@@ -268,6 +278,26 @@ class Spool:
             self._sinks[name] = _SinkState(positions[name], behind[name], now)
             if behind[name]:
                 self._sinks[name].event.set()
+        for name in self._removed(positions):
+            if behind[name]:
+                self._count_drop("sink_removed", behind[name], name)
+            log.warning(
+                "spool cursor of a sink no longer in use removed; its backlog is dropped",
+                sink=name,
+                dropped=behind[name],
+                hint="to keep a sink's backlog while it is off, set enabled = false in its "
+                "section instead of removing it",
+            )
+        for name in self._inactive:
+            if name in positions:
+                log.warning(
+                    "backlog kept for a sink that is not enabled",
+                    sink=name,
+                    backlog=behind[name],
+                    hint="readings wait for it until it is enabled again (the spool's "
+                    "max_bytes and max_age still apply; what they drop is counted against "
+                    "it); to let them go, remove the sink from the configuration",
+                )
         log.info(
             "spool opened",
             path=str(self.path),
@@ -502,10 +532,6 @@ class Spool:
             db = self._salvage()
         self._db = db
         known = {row[0] for row in db.execute("SELECT sink FROM cursor")}
-        for gone in known - set(self._sink_names):
-            # A sink removed from the configuration would otherwise pin chunks forever.
-            db.execute("DELETE FROM cursor WHERE sink = ?", (gone,))
-            log.warning("spool cursor of a sink no longer configured removed", sink=gone)
         first = db.execute("SELECT MIN(id) FROM chunk").fetchone()[0] or 1
         for name in self._sink_names:
             if name not in known:
@@ -518,11 +544,18 @@ class Spool:
                 "SELECT COALESCE(SUM(count), 0) FROM chunk WHERE id >= ?", (chunk_id,)
             ).fetchone()[0]
             behind[name] = max(0, total - line)
+        for gone in self._removed(positions):
+            # A sink removed from the configuration would otherwise pin chunks forever.
+            db.execute("DELETE FROM cursor WHERE sink = ?", (gone,))
         size = db.execute(
             "SELECT COALESCE(SUM(LENGTH(data)), 0) + COUNT(*) * ? FROM chunk", (ROW_OVERHEAD_BYTES,)
         ).fetchone()[0]
-        self._gc_sync(db)
+        size -= self._gc_sync(db)
         return positions, behind, size
+
+    def _removed(self, cursors: Iterable[str]) -> list[str]:
+        """The sinks among ``cursors`` neither running nor kept: their cursors go at open."""
+        return sorted(set(cursors) - {*self._sink_names, *self._inactive})
 
     def _salvage(self) -> sqlite3.Connection:
         """Move a damaged spool aside, copy every readable chunk into a fresh one."""

@@ -19,11 +19,14 @@ import asyncio
 import base64
 import email.utils
 import gzip
+import html
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,8 +63,29 @@ _CONFIG_MESSAGES = (
     "please provide either orgid or org",
     "invalid precision",
 )
+# Texts by which InfluxDB's 400/422 answers name the data. Only these answers make the
+# delivery loop bisect (and dead-letter what it isolates); any other 4xx is taken as "the
+# request or the path is wrong" (a proxy's 405/415, an HTML 400…), which no line can fix.
+_DATA_MESSAGES = (
+    "unable to parse",  # 2.x (whole batch refused) and 1.x: "unable to parse '<line>': …"
+    "partial write",  # 1.x 400 / 2.x 422 "partial write: … dropped=N"; 3.x (below)
+    "field type conflict",  # 1.x answers from before the "partial write:" prefix
+    "parsing failed for write_lp",  # 3.x with accept_partial=false
+    "line protocol parsing error",  # 3.x (3.11+) with accept_partial=false
+)
 # InfluxDB 3's answer when the valid lines were written (accept_partial, the default).
 _V3_PARTIAL = "partial write of line protocol occurred"
+# What to fix when a 4xx refuses the request itself (not the data), by status.
+_REFUSED_HINTS = {
+    405: "that URL takes no POST: a proxy or another service answers there",
+    407: "a proxy in between asks for its own credentials: let the gateway through or "
+    "point the URL past it",
+    411: "a proxy in between wants a Content-Length",
+    414: "the URL is too long for the server or a proxy in between",
+    415: "the server or a proxy in between does not take the body as sent",
+    431: "the request headers are too large for the server or a proxy in between",
+}
+_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -114,6 +138,29 @@ def _server_message(body: bytes | str | None) -> tuple[str, Any]:
         if parts:
             return "; ".join(parts), doc
     return text, doc
+
+
+def _is_html(text: str, headers: Mapping[str, str] | None) -> bool:
+    """Whether an answer is an HTML page (a proxy's or web server's, never InfluxDB's)."""
+    kind = next((v for k, v in (headers or {}).items() if k.lower() == "content-type"), "")
+    return "html" in kind.lower() or text.startswith("<")
+
+
+def _html_text(text: str) -> str:
+    """The readable text of an HTML error page, on one line."""
+    return " ".join(html.unescape(_TAG.sub(" ", text)).split())
+
+
+def _names_data(status: int, lowered: str, doc: Any) -> bool:
+    """Whether a 400/422 answer is about the lines sent, so bisecting can isolate them."""
+    if status == 422:
+        return True  # 2.x: semantic rejects (type conflict, retention…); the rest written
+    if any(text in lowered for text in _DATA_MESSAGES):
+        return True
+    # 3.x names the lines in "data": a list, or one object with accept_partial=false.
+    data = doc.get("data") if isinstance(doc, dict) else None
+    items = data if isinstance(data, list) else [data]
+    return any(isinstance(i, dict) and ("line_number" in i or "original_line" in i) for i in items)
 
 
 def _v3_rejected(doc: Any, n_lines: int) -> list[tuple[int, str]] | None:
@@ -392,6 +439,10 @@ class InfluxSink(Sink):
         if 200 <= status < 300:
             return Outcome(Verdict.OK)
         message, doc = _server_message(body)
+        # A proxy's error page says nothing about the data, whatever words it contains.
+        page = _is_html(message, headers)
+        if page:
+            message = _html_text(message)
         message = self._scrub(message)[:MAX_MESSAGE_CHARS]
         said = f" ({message})" if message else ""
         at = f"InfluxDB at {self._where}"
@@ -426,24 +477,40 @@ class InfluxSink(Sink):
             kind = "429 too many requests" if status == 429 else "503 unavailable"
             wait = f", Retry-After {retry_after:g} s" if retry_after is not None else ""
             return Outcome(Verdict.RETRY, f"HTTP {kind}: {at}{wait}{said}", retry_after)
-        if status == 400:
-            rejected = _v3_rejected(doc, n_lines)
+        if status in (400, 422) and not page and _names_data(status, lowered, doc):
+            rejected = _v3_rejected(doc, n_lines) if status == 400 else None
             if rejected is not None:
                 return Outcome(
                     Verdict.PARTIAL,
                     f"{at}: 400 partial write, {len(rejected)} of {n_lines} lines rejected{said}",
                     rejected=[(i, self._scrub(r)) for i, r in rejected],
                 )
-            return Outcome(Verdict.REJECTS_SOME, f"{at}: 400 rejected{said}")
-        if status == 422:
-            return Outcome(Verdict.REJECTS_SOME, f"{at}: 422 partial write{said}")
+            kind = "rejected" if status == 400 else "partial write"
+            return Outcome(Verdict.REJECTS_SOME, f"{at}: {status} {kind}{said}")
         if status == 408 or status >= 500:
             # 408 is the server's read timeout: transient, never the data's fault.
             return Outcome(Verdict.RETRY, f"HTTP {status}: {at}{said}")
         if 400 <= status < 500:
-            return Outcome(Verdict.REJECTS_SOME, f"{at}: {status} rejected{said}")
+            # Names no line: bisecting would dead-letter every reading one by one.
+            return Outcome(Verdict.CONFIG, f"{at}: {self._refused(status)}{said}")
         # 1xx/3xx left over after redirects: the URL points somewhere odd; keep retrying.
         return Outcome(Verdict.RETRY, f"HTTP {status}: {at} answered unexpectedly{said}")
+
+    def _refused(self, status: int) -> str:
+        """A 4xx that refuses the request itself: what it means and what to check."""
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "client error"
+        path = "/api/v2/write" if self.section.api == "v2" else "/write"
+        hint = _REFUSED_HINTS.get(status, "the answer names no line")
+        if status == 415 and self.section.gzip:
+            hint += "; if it cannot take gzip, set sinks.influxdb.gzip = false"
+        return (
+            f"{status} {phrase} — POST {self._where}{path} refused the request itself, not "
+            f"the data ({hint}); readings stay spooled: check sinks.influxdb.url and any "
+            "proxy in between"
+        )
 
     def _request_fix(self, lowered: str) -> str:
         s = self.section
