@@ -20,14 +20,22 @@ from servers import (
     FakeInfluxServer,
     Influx1,
     Influx1Factory,
-    Mosquitto,
-    MosquittoFactory,
     SerialPty,
     SerialPtyFactory,
     TcpProxy,
     TcpProxyFactory,
-    VictoriaFactory,
-    VictoriaMetrics,
+)
+
+# The real-server fixtures and the virtual-port fixtures come from the public driver test
+# kit, so a third-party driver's tests use the very same ones.
+from gateway.testing.fixtures import (  # noqa: F401
+    mosquitto,
+    mosquitto_factory,
+    pluggable_port,
+    scripted_device,
+    victoria,
+    victoria_factory,
+    virtual_port,
 )
 
 _name_uses: dict[str, int] = {}
@@ -53,20 +61,6 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """A shared mosquitto broker (anonymous, no persistence). Don't stop or kill it."""
-    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
-        yield broker
-
-
-@pytest.fixture(scope="session")
-def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
-    """A shared VictoriaMetrics (InfluxDB v2 write target). Don't stop or kill it."""
-    with VictoriaMetrics(tmp_path_factory.mktemp("victoria")) as vm:
-        yield vm
-
-
-@pytest.fixture(scope="session")
 def influx1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influx1]:
     """A shared InfluxDB 1.x without auth. Create your own database (``unique_name``)."""
     with Influx1(tmp_path_factory.mktemp("influx1")) as server:
@@ -81,52 +75,6 @@ def _subdir(tmp_path: Path, prefix: str) -> Path:
     d = tmp_path / f"{prefix}{n}"
     d.mkdir()
     return d
-
-
-@pytest.fixture
-def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
-    """``make(persistence=False, extra_conf="", *, port=None, username=None, password=None,
-    start=True) -> Mosquitto``: a private broker for this test (stopped at teardown)."""
-    made: list[Mosquitto] = []
-
-    def make(
-        persistence: bool = False,
-        extra_conf: str = "",
-        *,
-        port: int | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        start: bool = True,
-    ) -> Mosquitto:
-        broker = Mosquitto(
-            _subdir(tmp_path, "mosquitto"),
-            port,
-            persistence,
-            extra_conf,
-            username=username,
-            password=password,
-        )
-        made.append(broker)
-        return broker.start() if start else broker
-
-    yield make
-    for broker in made:
-        broker.stop()
-
-
-@pytest.fixture
-def victoria_factory(tmp_path: Path) -> Iterator[VictoriaFactory]:
-    """``make(*, port=None, start=True) -> VictoriaMetrics``: a private VM for this test."""
-    made: list[VictoriaMetrics] = []
-
-    def make(*, port: int | None = None, start: bool = True) -> VictoriaMetrics:
-        vm = VictoriaMetrics(_subdir(tmp_path, "victoria"), port)
-        made.append(vm)
-        return vm.start() if start else vm
-
-    yield make
-    for vm in made:
-        vm.stop()
 
 
 @pytest.fixture
