@@ -9,6 +9,9 @@ readings at all stops the gateway, through the same graceful path as SIGTERM.
 Shutdown (SIGTERM/SIGINT): stop the readers (bounded), commit what they produced, give
 the sinks ``shutdown_grace`` seconds to deliver, leave the rest in the spool, exit. A
 second signal skips the wait for the sinks: what was read is already on disk.
+
+SIGHUP reloads the configuration (:mod:`gateway.service.reload`): only the devices,
+broker connections and sinks whose settings changed are restarted.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from gateway import __version__
-from gateway.config import Config
+from gateway.config import BrokerSection, Config, DeviceSpec
 from gateway.delivery.loop import DeliveryLoop
 from gateway.delivery.spool import Spool
 from gateway.driver import MqttDriver, SerialDriver
@@ -39,6 +43,7 @@ from gateway.serial.runner import run_serial_device
 from gateway.serial.supervise import supervise_device
 from gateway.service.lock import StateDirLock
 from gateway.service.notify import Notifier
+from gateway.service.reload import ReloadStats, broker_of, reload_gateway
 from gateway.service.rundir import status_path
 from gateway.sinks.base import Sink
 from gateway.supervisor import Supervisor
@@ -110,6 +115,7 @@ class Gateway:
         self.spool = Spool(
             config.spool_path,
             [s.name for s in self.sinks],
+            inactive_sinks=config.disabled_sinks,
             commit_interval=spool_cfg.commit_interval,
             max_bytes=spool_cfg.max_bytes,
             max_age=spool_cfg.max_age,
@@ -130,22 +136,34 @@ class Gateway:
         self.status_path = status_path(config.state_dir)
         self.fatal_reason: str | None = None
         """Why the gateway stopped by itself (the spool became unusable), else None."""
-        self._serial: list[tuple[SerialDriver[Any], DeviceInput]] = []
+        self.reloads = ReloadStats()
+        self._serial: dict[str, tuple[SerialDriver[Any], DeviceInput]] = {}
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
+        self._running = False
+        self._reload_task: asyncio.Task[None] | None = None
+        self._reload_again = False
         self._lock = StateDirLock(config.state_dir)
-        for name, spec in config.devices.items():
-            if not spec.section.enabled:
-                continue
-            driver = spec.build_driver()
-            entry = self.pipeline.device(name, spec.section)
-            if isinstance(driver, SerialDriver):
-                self._serial.append((driver, entry))
-            elif isinstance(driver, MqttDriver):
-                broker = driver.options.broker
-                if broker not in self.hubs:
-                    self.hubs[broker] = MqttHub(broker, config.brokers[broker])
-                self.hubs[broker].add_device(driver, entry)
+        for spec in config.devices.values():
+            if spec.section.enabled:
+                self._place_device(spec)
+
+    def _make_hub(self, name: str, config: BrokerSection) -> MqttHub:
+        return MqttHub(name, config)
+
+    def _place_device(self, spec: DeviceSpec, entry: DeviceInput | None = None) -> None:
+        """Wire one device into the pipeline and its serial runner or broker hub (not
+        started). ``entry`` reuses a device's pipeline entry (a hub rebuilt on reload)."""
+        driver = spec.build_driver()
+        if entry is None:
+            entry = self.pipeline.device(spec.name, spec.section)
+        if isinstance(driver, SerialDriver):
+            self._serial[spec.name] = (driver, entry)
+        elif isinstance(driver, MqttDriver):
+            broker = driver.options.broker
+            if broker not in self.hubs:
+                self.hubs[broker] = self._make_hub(broker, self.config.brokers[broker])
+            self.hubs[broker].add_device(driver, entry)
 
     def stop(self) -> None:
         """Ask the gateway to shut down; a second call stops waiting for the sinks.
@@ -164,11 +182,111 @@ class Gateway:
         self._stop.set()
 
     def reload(self) -> None:
-        """SIGHUP: configuration reload is not supported yet; keep running."""
-        log.warning(
-            "SIGHUP received: reloading the configuration is not supported yet; "
-            "still running with the configuration it started with (restart to apply changes)"
+        """SIGHUP: re-read the configuration and apply what changed (see
+        :mod:`gateway.service.reload`); an invalid one is logged and the old one kept.
+
+        Safe to call from a signal handler; a SIGHUP during a reload runs one more after it.
+        """
+        if not self._running or self._stop.is_set():
+            log.warning("SIGHUP ignored: the gateway is starting or stopping")
+            return
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True
+            return
+        self._reload_task = asyncio.create_task(self._reload(), name="reload")
+
+    async def _reload(self) -> None:
+        while True:
+            self._reload_again = False
+            try:
+                await reload_gateway(self)
+            except Exception as err:  # a bug here must not take the gateway down
+                self.reloads.failed(f"{type(err).__name__}: {err}")
+                log.exception("configuration reload failed")
+            self.notify.ready(status_line(self, None))
+            if not self._reload_again or self._stop.is_set():
+                return
+
+    # --- devices, brokers and sinks at run time (reload; discovered devices) ------------
+
+    def _start_serial(self, name: str) -> None:
+        driver, entry = self._serial[name]
+        self.supervisor.service(f"device-{name}", self._device_service(driver, entry))
+
+    def _start_hub(self, hub: MqttHub) -> None:
+        self.supervisor.service(f"mqtt-{hub.name}", hub.run)
+        for entry in hub.devices:
+            entry.stats.state = "running"
+
+    def _readers(self) -> list[str]:
+        return [f"device-{n}" for n in self._serial] + [f"mqtt-{h}" for h in self.hubs]
+
+    async def apply_devices(
+        self,
+        specs: dict[str, DeviceSpec],
+        brokers: dict[str, BrokerSection],
+        restart: list[str],
+        restart_brokers: list[str],
+    ) -> None:
+        """Make the running devices ``specs``: stop the ``restart`` devices (changed or
+        removed) and the ``restart_brokers`` connections, start the added and changed ones.
+
+        Devices not named keep running untouched, except MQTT devices of a restarted
+        broker, which reconnect with it (their broker keeps their persistent session).
+        A changed device keeps its counters. What any device read is in the spool already.
+        """
+        gone = [n for n in restart if n in self.pipeline.devices]
+        await self.supervisor.stop(
+            [f"device-{n}" for n in gone if n in self._serial]
+            + [f"mqtt-{b}" for b in restart_brokers if b in self.hubs],
+            within=READERS_STOP_TIMEOUT_S,
         )
+        self.config = replace(self.config, brokers=brokers)
+        kept = {}
+        for name in gone:
+            self._serial.pop(name, None)
+            entry = self.pipeline.remove_device(name)
+            if entry is None:
+                continue
+            if name in specs:
+                kept[name] = entry.stats
+            log.info(
+                "device stopped" if name in specs else "device removed",
+                device=name,
+                readings=entry.stats.readings,
+            )
+        for broker in restart_brokers:
+            self.hubs.pop(broker, None)
+        for name, spec in specs.items():
+            if name in self.pipeline.devices and broker_of(spec) not in restart_brokers:
+                continue  # untouched
+            reuse = self.pipeline.devices.get(name)
+            self._place_device(spec, reuse)
+            if name in kept:
+                self.pipeline.devices[name].stats = kept[name]
+            if name in self._serial:
+                self._start_serial(name)
+        for broker in restart_brokers:
+            if broker in self.hubs:
+                self._start_hub(self.hubs[broker])
+
+    async def replace_sinks(self, config: Config, names: list[str]) -> None:
+        """Rebuild the named sinks from ``config``; each keeps its spool position (what it
+        has not confirmed is sent again by the new one) and its counters."""
+        fresh = {s.name: s for s in build_sinks(config, self.time) if s.name in names}
+        for i, loop in enumerate(self.loops):
+            sink = fresh.get(loop.sink.name)
+            if sink is None:
+                continue
+            await self.supervisor.stop([f"sink-{sink.name}"], within=SERVICES_STOP_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await loop.sink.close()
+            await sink.start()
+            new_loop = DeliveryLoop(sink, self.spool)
+            new_loop.stats = loop.stats
+            self.loops[i] = new_loop
+            self.sinks = [sink if s.name == sink.name else s for s in self.sinks]
+            self.supervisor.service(f"sink-{sink.name}", new_loop.run)
 
     def _device_service(
         self, driver: SerialDriver[Any], entry: DeviceInput
@@ -217,16 +335,10 @@ class Gateway:
         )
         sup = self.supervisor
         cfg = self.config.gateway
-        readers: list[str] = []
-        for driver, entry in self._serial:
-            name = f"device-{entry.name}"
-            sup.service(name, self._device_service(driver, entry))
-            readers.append(name)
+        for name in self._serial:
+            self._start_serial(name)
         for hub in self.hubs.values():
-            sup.service(f"mqtt-{hub.name}", hub.run)
-            readers.append(f"mqtt-{hub.name}")
-            for entry in hub.devices:
-                entry.stats.state = "running"
+            self._start_hub(hub)
         sup.service("spool-commits", self.spool.run_commits)
         for loop in self.loops:
             sup.service(f"sink-{loop.sink.name}", loop.run)
@@ -244,10 +356,14 @@ class Gateway:
             sup.every("notify-status", STATUS_INTERVAL_S, self._notify_status)
         self.notify.ready(status_line(self, None))
         self.notify.watchdog()
+        self._running = True
         if ready is not None:
             ready()
         await self._stop.wait()
         self.notify.stopping()
+        if self._reload_task is not None:
+            # A reload half done would leave devices stopped and not restarted.
+            await asyncio.wait({self._reload_task}, timeout=READERS_STOP_TIMEOUT_S)
         if self.fatal_reason is not None:
             log.error("stopping because the spool is unusable", reason=self.fatal_reason)
         else:
@@ -255,7 +371,7 @@ class Gateway:
                 "stopping: readers first, then delivering within the grace time",
                 grace_s=cfg.shutdown_grace,
             )
-        await sup.stop(readers, within=READERS_STOP_TIMEOUT_S)
+        await sup.stop(self._readers(), within=READERS_STOP_TIMEOUT_S)
         await sup.stop(["spool-commits"])
         await self._last_commit()
         if self.fatal_reason is None:

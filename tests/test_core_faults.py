@@ -154,7 +154,7 @@ def test_sighup_does_not_kill_the_gateway(gateway_process: GatewayFactory) -> No
     gw.start()
     assert gw.proc is not None
     gw.proc.send_signal(signal.SIGHUP)
-    gw.wait_for_log("SIGHUP received")
+    gw.wait_for_log("configuration reloaded")
     time.sleep(0.5)
     assert gw.proc.poll() is None, gw.log_tail()
     assert gw.stop() == 0

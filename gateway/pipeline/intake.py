@@ -52,6 +52,10 @@ class Pipeline:
             entry = self.devices[name] = DeviceInput(self, name, config)
         return entry
 
+    def remove_device(self, name: str) -> DeviceInput | None:
+        """Forget a device removed at run time; what it produced stays in the spool."""
+        return self.devices.pop(name, None)
+
 
 class DeviceInput:
     """Where one device's samples and rejections enter the pipeline."""

@@ -144,6 +144,11 @@ def status_document(
             for name, s in list(gw.supervisor.stats.items())
             if s.failures
         },
+        "reloads": {
+            "done": gw.reloads.done,
+            "rejected": gw.reloads.rejected,
+            "last_error": gw.reloads.last_error,
+        },
     }
 
 
