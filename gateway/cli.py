@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="show one driver in detail")
     p.set_defaults(func=cmd_drivers)
 
+    p = sub.add_parser(
+        "ports", help="list the serial ports plugged in, with the port value to paste"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ports)
+
     p = sub.add_parser("query", help="print readings from the local store")
     config_arg(p)
     p.add_argument("--demo", action="store_true", help=f"query the demo's store ({DEMO_DIR})")
@@ -222,6 +228,14 @@ def run_gateway(config: Any, ready: Any = None) -> int:
     except StateDirBusy as err:
         print(f"sensor-gateway: {err}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+def cmd_ports(args: argparse.Namespace) -> int:
+    from gateway.serial.listing import render_ports
+    from gateway.serial.ports import available_ports
+
+    print(render_ports(available_ports(), as_json=args.json))
+    return EXIT_OK
 
 
 def cmd_drivers(args: argparse.Namespace) -> int:
