@@ -168,7 +168,7 @@ def test_options_are_checked_in_the_constructor_too() -> None:
             "no such named segment",
         ),
         ({"topics": ["a/b"], "select": ["x..y"]}, "devices.j.select", "empty segment"),
-        ({"topics": ["a/#/b"]}, "devices.j.topics", '"#" must be the last level'),
+        ({"topics": ["a/#/b"]}, "devices.j.topics[0]", '"#" must be the last level'),
         ({"topics": ["a"], "ignore_topics": ["a+"]}, "devices.j.ignore_topics", "whole level"),
         ({"topics": ["a"], "tags_from_payload": {"t": ""}}, "devices.j.tags_from_payload", ""),
         ({"topics": ["a"], "fields": ["t"]}, "devices.j.fields", "expected a table"),
