@@ -278,10 +278,20 @@ class Gateway:
             sink = fresh.get(loop.sink.name)
             if sink is None:
                 continue
+            try:
+                await sink.start()
+            except Exception as err:  # e.g. the token file went away since validation
+                log.error(
+                    "sink could not start with the new settings; the old one runs on",
+                    sink=sink.name,
+                    error=f"{type(err).__name__}: {err}",
+                )
+                with contextlib.suppress(Exception):
+                    await sink.close()
+                continue
             await self.supervisor.stop([f"sink-{sink.name}"], within=SERVICES_STOP_TIMEOUT_S)
             with contextlib.suppress(Exception):
                 await loop.sink.close()
-            await sink.start()
             new_loop = DeliveryLoop(sink, self.spool)
             new_loop.stats = loop.stats
             self.loops[i] = new_loop

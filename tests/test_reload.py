@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from gateway_proc import GatewayProcess, to_toml
 from notify_listener import NotifyListener
-from servers import Mosquitto, SerialPtyFactory, VictoriaMetrics, wait_until
+from servers import Mosquitto, SerialPtyFactory, TcpProxyFactory, VictoriaMetrics, wait_until
 from test_faults import (
     GatewayFactory,
     LineFeeder,
@@ -249,4 +249,47 @@ def test_reload_of_a_broker_keeps_its_queued_messages(
         assert all(len(rows) == 1 for rows in got.values()), name
     got_s = wait_for_seqs(victoria, serial_m, set(range(sent["s"])), timeout=30)
     assert all(len(rows) == 1 for rows in got_s.values())
+    assert gw.stop() == 0, gw.log_tail()
+
+
+def test_sink_reconfigured_during_an_outage_keeps_its_backlog(
+    victoria: VictoriaMetrics,
+    tcp_proxy: TcpProxyFactory,
+    serial_pty: SerialPtyFactory,
+    gateway_process: GatewayFactory,
+    unique_name: str,
+) -> None:
+    """The database is unreachable, readings pile up in the spool, the sink's settings
+    change by reload: once the database is back, every reading is stored exactly once."""
+    proxy = tcp_proxy(victoria.host, victoria.port)
+    pty = serial_pty()
+    feeder = LineFeeder(pty, rate_hz=100)
+    sink = influx_sink(proxy.url)
+    gw = gateway_process(
+        {"sinks": {"influxdb": sink}, "devices": {"s": line_device(feeder, pty, unique_name)}}
+    )
+    start_serial_gateway(gw)
+    feeder.start()
+    try:
+        wait_for_seqs(victoria, unique_name, set(range(20)))
+        proxy.blackhole()
+        time.sleep(1.5)
+        _rewrite(
+            gw,
+            {
+                "sinks": {"influxdb": {**sink, "batch_size": 50, "flush_interval": 0.1}},
+                "devices": {"s": line_device(feeder, pty, unique_name)},
+            },
+        )
+        _hup(gw)
+        gw.wait_for_log("configuration reloaded")
+        assert _events(gw, "configuration reloaded")[0]["sinks_reconfigured"] == ["influxdb"]
+        time.sleep(0.5)
+        proxy.pass_through()
+        time.sleep(0.5)
+    finally:
+        sent = feeder.stop()
+    got = wait_for_seqs(victoria, unique_name, set(range(sent)), timeout=30)
+    assert all(len(rows) == 1 for rows in got.values())
+    assert len(_events(gw, "serial port opened")) == 1
     assert gw.stop() == 0, gw.log_tail()
