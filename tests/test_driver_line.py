@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 import time
+from collections.abc import Callable
 from typing import Any, get_args
 
 import pytest
-import serial_asyncio_fast
 from driver_cases.cases import Case, cases, run
-from servers import SerialPtyFactory
 
 from devices.line import LineDriver, LineOptions
 from devices.line.simulator import LineFormat, LineSimulator
 from gateway.config import config_from_dict
 from gateway.driver import LineFramer, RawSample, RejectedInput
 from gateway.errors import ConfigError
+from gateway.testing import Capture, ScriptedDevice, SerialPty, run_serial_driver
 
 FORMATS: tuple[LineFormat, ...] = get_args(LineFormat)
+MakePort = Callable[[], SerialPty]
+MakeDevice = Callable[..., ScriptedDevice]
 
 
 @pytest.mark.parametrize("case", cases("line"))
@@ -201,62 +202,57 @@ def test_simulator_rejects_bad_arguments() -> None:
         LineSimulator().write(b"x")
 
 
-# -- through a real pseudo-terminal ---------------------------------------------------------
-
-
-async def _read_samples(
-    reader: asyncio.StreamReader, driver: LineDriver, want: int, within_s: float = 10.0
-) -> tuple[list[RawSample], list[str], int]:
-    framer = driver.framer()
-    samples: list[RawSample] = []
-    reasons: list[str] = []
-    async with asyncio.timeout(within_s):
-        while len(samples) < want:
-            for frame in framer.feed(await reader.read(4096)):
-                try:
-                    samples += driver.parse(frame)
-                except RejectedInput as err:
-                    reasons.append(err.reason)
-    return samples, reasons, framer.overflows
+# -- through a real pseudo-terminal, with the driver test kit ------------------------------
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-async def test_pty_run_delivers_every_line(serial_pty: SerialPtyFactory, fmt: LineFormat) -> None:
-    pty = serial_pty()
-    sim = LineSimulator(pty.master_fd, fmt, seed=2)
+async def test_pty_run_delivers_every_line(
+    virtual_port: MakePort, scripted_device: MakeDevice, fmt: LineFormat
+) -> None:
+    pty = virtual_port()
+    sim = LineSimulator(None, fmt, seed=2)
     driver = LineDriver("pty", LineOptions.model_validate(sim.options(pty.path)))
-    reader, writer = await serial_asyncio_fast.open_serial_connection(url=pty.path)
-    try:
-        sim.write(sim.banner())
-        sim.write(sim.garbage("invalid_utf8"))
-        writer_task = asyncio.create_task(sim.run(rate_hz=2000, count=300))
-        samples, reasons, overflows = await _read_samples(reader, driver, 300)
-        assert await writer_task == 300
-    finally:
-        writer.close()
-    assert [s.fields["seq"] for s in samples] == list(range(300))
-    assert reasons == ["encoding"]
-    assert overflows == 0
+    lines = [sim.banner(), sim.garbage("invalid_utf8"), *sim.lines(300)]
+    device = scripted_device(pty)
+    device.stream(lambda n: lines[n], rate_hz=2000, count=len(lines), start_delay=0.3)
+    run = await run_serial_driver(driver, readings=300)
+    assert run.fields("seq") == list(range(300))
+    assert run.stats.rejected == {"encoding": 1}
 
 
-async def test_pty_burst_with_garbage_resyncs(serial_pty: SerialPtyFactory) -> None:
-    pty = serial_pty()
-    sim = LineSimulator(pty.master_fd, "kv", seed=4)
+async def test_pty_burst_with_garbage_resyncs(
+    virtual_port: MakePort, scripted_device: MakeDevice
+) -> None:
+    pty = virtual_port()
+    sim = LineSimulator(seed=4)
     driver = LineDriver("pty", LineOptions.model_validate(sim.options(pty.path)))
-    reader, writer = await serial_asyncio_fast.open_serial_connection(url=pty.path)
-    try:
+    burst = b"".join(
+        [
+            *sim.lines(100),
+            sim.garbage("long_line", 100_000),
+            sim.garbage("malformed"),
+            *sim.lines(100),
+        ]
+    )
+    scripted_device(pty).send(burst, delay=0.3)
+    run = await run_serial_driver(driver, readings=200)
+    assert run.fields("seq") == list(range(200))
+    assert run.stats.rejected == {"frame_too_long": 1, "malformed": 1}
 
-        def burst() -> None:
-            sim.write_lines(100)
-            sim.write(sim.garbage("long_line", 100_000))
-            sim.write(sim.garbage("malformed"))
-            sim.write_lines(100)
 
-        (samples, reasons, overflows), _ = await asyncio.gather(
-            _read_samples(reader, driver, 200), asyncio.to_thread(burst)
-        )
-    finally:
-        writer.close()
-    assert [s.fields["seq"] for s in samples] == list(range(200))
-    assert reasons == ["malformed"]
-    assert overflows == 1
+async def test_pty_replays_a_capture(virtual_port: MakePort, scripted_device: MakeDevice) -> None:
+    """A timed capture (what a real logger printed), replayed at ten times its speed."""
+    capture = Capture.parse(
+        "# sensor-gateway capture v1\n"
+        '0.0 < "# logger v2 ready\\r\\n"\n'
+        '0.5 < "seq=0 t=21.5\\r\\n"\n'
+        "1.0 < 73 65 71 3d 31 20 74 3d 32 31 2e 36 0d 0a\n"
+        '1.5 < "seq=2 t="\n'
+        '1.6 < "21.7\\r\\n"\n'
+    )
+    pty = virtual_port()
+    driver = LineDriver("pty", LineOptions(port=pty.path))
+    scripted_device(pty).replay(capture, speed=10.0)
+    run = await run_serial_driver(driver, readings=3)
+    assert run.fields("seq") == [0, 1, 2]
+    assert run.stats.rejected == {}

@@ -7,6 +7,8 @@ Public and stable for driver authors (see ``docs/writing-a-driver.md``, "Testing
   behind a stable symlink that can be unplugged and plugged in again;
 * :class:`ScriptedDevice` — a device conversation: expect request → send response,
   stream frames at a rate, answer late, replay a :class:`Capture`;
+* :func:`run_serial_driver` — a driver run through the gateway's own serial runner,
+  returning the readings it produced and its counters;
 * :class:`Mosquitto`, :class:`VictoriaMetrics` — the real servers as subprocesses;
 * pytest fixtures in :mod:`gateway.testing.fixtures`
   (``pytest_plugins = ["gateway.testing.fixtures"]``).
@@ -16,6 +18,7 @@ Importing this package needs no pytest; only the fixtures module does.
 
 from gateway.testing.capture import Capture, CaptureEvent
 from gateway.testing.device import ScriptedDevice
+from gateway.testing.harness import SerialRun, run_serial_driver
 from gateway.testing.pty import PluggableSerialPty, SerialPty
 from gateway.testing.servers import (
     Mosquitto,
@@ -38,11 +41,13 @@ __all__ = [
     "PluggableSerialPty",
     "ScriptedDevice",
     "SerialPty",
+    "SerialRun",
     "ServerProcess",
     "ServerStartError",
     "VictoriaMetrics",
     "VirtualPort",
     "free_port",
     "http_request",
+    "run_serial_driver",
     "wait_until",
 ]
