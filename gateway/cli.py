@@ -89,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
     config_arg(p)
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="instead of gateway.log_level",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="one level more (-vv: libraries too)"
+    )
+    p.add_argument("-q", "--quiet", action="count", default=0, help="one level less")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a configuration and list every mistake")
@@ -164,6 +173,9 @@ def _parser() -> argparse.ArgumentParser:
         help=f"where the demo keeps its data ({DEMO_DIR})",
     )
     p.add_argument("--quiet", action="store_true", help="no live view of readings")
+    p.add_argument(
+        "--keep", action="store_true", help="keep earlier runs' readings (default: start empty)"
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -198,10 +210,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config
-    from gateway.logging import configure
+    from gateway.logging import configure, level_from_flags
 
     config = load_config(args.config)
-    configure(config.gateway.log_level, config.gateway.log_format)
+    level, libraries = level_from_flags(
+        config.gateway.log_level, args.log_level, args.verbose, args.quiet
+    )
+    configure(level, config.gateway.log_format, libraries=libraries)
     return run_gateway(config)
 
 
@@ -438,4 +453,4 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    return run_demo(args.state_dir, duration=args.duration, live=not args.quiet)
+    return run_demo(args.state_dir, duration=args.duration, live=not args.quiet, keep=args.keep)

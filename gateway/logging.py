@@ -9,13 +9,23 @@ from typing import Literal
 
 import structlog
 
+from gateway.logconsole import ConsoleLines
 from gateway.service.journal import PriorityPrefix, is_journal
 
 
-def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
-    """Route structlog and the stdlib loggers of libraries through one renderer to stdout."""
+def configure(
+    level: str = "info",
+    fmt: Literal["auto", "json", "console"] = "auto",
+    libraries: bool = False,
+) -> None:
+    """Route structlog and the stdlib loggers of libraries through one renderer to stderr
+    (stdout stays for command output).
+
+    Libraries log at ``level`` only with ``libraries`` (``run -vv``); otherwise only their
+    warnings come through: at debug, the MQTT library logs every packet.
+    """
     if fmt == "auto":
-        fmt = "console" if sys.stdout.isatty() else "json"
+        fmt = "console" if sys.stderr.isatty() else "json"
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -27,7 +37,8 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        renderer = ConsoleLines()  # fits the terminal's width
+        shared.append(structlog.processors.format_exc_info)
     numeric = getattr(logging, level.upper(), logging.INFO)
     structlog.configure(
         processors=[
@@ -38,7 +49,7 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(sys.stderr)
     formatter: logging.Formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -49,6 +60,23 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # Libraries are chatty at INFO; their warnings still come through.
-    for name in ("aiomqtt", "paho", "influxdb_client", "asyncio"):
-        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    # Libraries are chatty at INFO; their warnings still come through. aiomqtt logs
+    # paho's per-packet lines as "mqtt".
+    for name in ("aiomqtt", "mqtt", "paho", "influxdb_client", "asyncio"):
+        logging.getLogger(name).setLevel(numeric if libraries else max(numeric, logging.WARNING))
+
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def level_from_flags(
+    configured: str, log_level: str | None = None, verbose: int = 0, quiet: int = 0
+) -> tuple[str, bool]:
+    """(level, libraries too) from the config and ``run``'s ``--log-level``/``-v``/``-q``.
+
+    ``--log-level`` replaces the configured level; each ``-v`` is one level more verbose,
+    each ``-q`` one less; ``-vv`` from debug also lets the libraries' debug lines through.
+    """
+    index = LEVELS.index(log_level or configured) - verbose + quiet
+    libraries = index < 0
+    return LEVELS[min(max(index, 0), len(LEVELS) - 1)], libraries

@@ -108,7 +108,12 @@ def test_journalctl_p_warning_filters(journald: Journald, unique_name: str) -> N
     env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}", "PYTHONPATH": str(root)}
     with sock:
         subprocess.run(
-            [sys.executable, "-c", LOG_SCRIPT], stdout=sock, env=env, timeout=60, check=True
+            [sys.executable, "-c", LOG_SCRIPT],
+            stdout=sock,
+            stderr=sock,  # logs go to stderr; systemd connects both to the journal
+            env=env,
+            timeout=60,
+            check=True,
         )
 
     def tags(entries: list[dict[str, str]]) -> dict[str, int]:
