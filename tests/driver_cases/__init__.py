@@ -6,6 +6,9 @@ Layout of ``tests/driver_cases/<driver>/<case>/``:
     The driver's options (a serial case may leave out ``port``).
 ``input.txt`` (serial drivers)
     Frames, one per line, read as raw bytes (so invalid UTF-8 can be tested).
+``input.stream`` (serial drivers, instead of ``input.txt``)
+    Bytes as the device sends them (e.g. multi-line telegrams), cut into frames by the
+    driver's own framer; ``expected.json`` has one entry per frame.
 ``input.jsonl`` (MQTT drivers)
     One message per line: ``{"topic": …, "payload": "…"}``, or ``"payload_hex"`` for
     bytes that are not UTF-8.

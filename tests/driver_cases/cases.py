@@ -29,6 +29,7 @@ class Case:
     options: dict[str, Any]
     inputs: list[Any]
     expected: Any
+    stream: bytes | None = None
 
 
 def cases(driver: str) -> list[Any]:
@@ -45,7 +46,10 @@ def _load(path: Path) -> Case:
         options = tomllib.load(fh)
     expected = json.loads((path / "expected.json").read_text(encoding="utf-8"))
     inputs: list[Any] = []
-    if (path / "input.txt").exists():
+    stream = None
+    if (path / "input.stream").exists():
+        stream = (path / "input.stream").read_bytes()
+    elif (path / "input.txt").exists():
         data = (path / "input.txt").read_bytes()
         inputs = data.split(b"\n")
         if inputs and inputs[-1] == b"":
@@ -60,7 +64,7 @@ def _load(path: Path) -> Case:
                     else msg["payload"].encode()
                 )
                 inputs.append((msg["topic"], payload))
-    return Case(path.name, path, options, inputs, expected)
+    return Case(path.name, path, options, inputs, expected, stream)
 
 
 def run(case: Case, driver_cls: type[Driver[Any]]) -> None:
@@ -75,8 +79,12 @@ def run(case: Case, driver_cls: type[Driver[Any]]) -> None:
         assert wanted in str(info.value)
         return
     driver = driver_cls(case.name, driver_cls.Options.model_validate(options))
-    assert len(case.inputs) == len(case.expected), "expected.json needs one entry per input"
-    for i, (item, want) in enumerate(zip(case.inputs, case.expected, strict=True)):
+    inputs = case.inputs
+    if case.stream is not None:
+        assert isinstance(driver, SerialDriver)
+        inputs = driver.framer().feed(case.stream)
+    assert len(inputs) == len(case.expected), "expected.json needs one entry per input"
+    for i, (item, want) in enumerate(zip(inputs, case.expected, strict=True)):
         where = f"{case.path.name} input #{i + 1} {item!r:.80}"
         got: list[RawSample] | RejectedInput
         try:
