@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from gateway import __version__
-from gateway.config import BrokerSection, Config, DeviceSpec
+from gateway.config import DEFAULT_STATE_DIR, BrokerSection, Config, DeviceSpec
 from gateway.delivery.loop import DeliveryLoop
 from gateway.delivery.spool import Spool
 from gateway.driver import MqttDriver, SerialDriver
@@ -45,6 +45,7 @@ from gateway.service.lock import StateDirLock
 from gateway.service.notify import Notifier
 from gateway.service.reload import ReloadStats, broker_of, reload_gateway
 from gateway.service.rundir import status_path
+from gateway.service.statedir import user_state_dir
 from gateway.sinks.base import Sink
 from gateway.supervisor import Supervisor
 from gateway.telemetry.report import (
@@ -320,6 +321,14 @@ class Gateway:
 
     async def run(self, ready: Callable[[], None] | None = None) -> None:
         """Run until :meth:`stop` (or an unusable spool); then shut down gracefully."""
+        if self.config.state_dir == user_state_dir() and self.config.state_dir != Path(
+            DEFAULT_STATE_DIR
+        ):
+            log.info(
+                "keeping state in the user's state directory: no gateway.state_dir is set "
+                f"and {DEFAULT_STATE_DIR} is not writable by this user",
+                state_dir=str(self.config.state_dir),
+            )
         self._lock.acquire({"status": str(self.status_path), "version": __version__})
         try:
             await self.spool.open()

@@ -41,6 +41,7 @@ from gateway.options import Duration, DurationOrZero, Options, PathOption, Size,
 from gateway.pipeline.lineprotocol import LineProtocolError, encode
 from gateway.pipeline.normalize import NormalizeConfig
 from gateway.pipeline.reading import Reading
+from gateway.service.statedir import user_state_dir
 
 # Defaults, and where the numbers come from.
 DEFAULT_STATE_DIR = "/var/lib/sensor-gateway"
@@ -70,10 +71,18 @@ def _not_below(field_name: str) -> Any:
     return check
 
 
+def _default_state_dir() -> str:
+    """/var/lib/sensor-gateway, or the user's own state directory when this user cannot
+    write there (run by hand; the gateway says so when it starts)."""
+    if _dir_problem(Path(DEFAULT_STATE_DIR)) is None:
+        return DEFAULT_STATE_DIR
+    return str(user_state_dir())
+
+
 class GatewaySection(Options):
     """``[gateway]``: process-wide settings."""
 
-    state_dir: PathOption = DEFAULT_STATE_DIR
+    state_dir: PathOption = Field(default_factory=lambda: _default_state_dir())
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     shutdown_grace: Duration = DEFAULT_SHUTDOWN_GRACE_S
@@ -220,7 +229,8 @@ class DeviceSection(NormalizeConfig):
 
 
 class _TopLevel(Options):
-    gateway: GatewaySection = GatewaySection()
+    # A factory: the default state directory depends on who runs it, checked per load.
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
     spool: SpoolSection = SpoolSection()
     sinks: SinksSection = SinksSection()
     brokers: dict[str, BrokerSection] = Field(default_factory=dict)
