@@ -41,6 +41,7 @@ from gateway.pipeline.lineprotocol import encode
 from gateway.pipeline.timesource import TimeSource
 from gateway.serial.runner import run_serial_device
 from gateway.serial.supervise import supervise_device
+from gateway.service.http import HttpEndpoint, parse_listen
 from gateway.service.lock import StateDirLock
 from gateway.service.notify import Notifier
 from gateway.service.reload import ReloadStats, broker_of, reload_gateway
@@ -61,6 +62,8 @@ log = structlog.get_logger("gateway")
 STATUS_INTERVAL_S = 2.0
 FIELD_TYPES_INTERVAL_S = 2.0
 CLOCK_CHECK_INTERVAL_S = 30.0
+# How often sink failures are sampled for /healthz's threshold.
+HEALTH_SAMPLE_INTERVAL_S = 1.0
 # Readers (serial ports, MQTT disconnects) get this long to stop; a broker that does not
 # answer our DISCONNECT must not hold up the shutdown.
 READERS_STOP_TIMEOUT_S = 5.0
@@ -138,6 +141,8 @@ class Gateway:
         self.fatal_reason: str | None = None
         """Why the gateway stopped by itself (the spool became unusable), else None."""
         self.reloads = ReloadStats()
+        self.http: HttpEndpoint | None = None
+        """The /healthz and /metrics endpoint when ``gateway.http_listen`` is set."""
         self._serial: dict[str, tuple[SerialDriver[Any], DeviceInput]] = {}
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -373,6 +378,11 @@ class Gateway:
             sup.every("watchdog", self.notify.watchdog_s / 2, self._watchdog)
         if self.notify.enabled:
             sup.every("notify-status", STATUS_INTERVAL_S, self._notify_status)
+        if cfg.http_listen is not None:
+            host, port = parse_listen(cfg.http_listen)
+            self.http = HttpEndpoint(self, host, port, cfg.health_sink_failing)
+            sup.service("http", self.http.run)
+            sup.every("health", HEALTH_SAMPLE_INTERVAL_S, self.http.sample)
         self.notify.ready(status_line(self, None))
         self.notify.watchdog()
         self._running = True

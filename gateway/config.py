@@ -92,6 +92,19 @@ class GatewaySection(Options):
     clock_sync_check: bool = True
     time_resolution: Duration = 0.001
     """Arrival timestamps of one device are at least this far apart (see docs)."""
+    http_listen: str | None = None
+    """``host:port`` of the optional /healthz and /metrics endpoint (off when unset)."""
+    health_sink_failing: Duration = 300.0
+    """/healthz answers 503 once a sink has been failing this long."""
+
+    @field_validator("http_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            from gateway.service.http import parse_listen
+
+            parse_listen(value)
+        return value
 
     _backoff_order = field_validator("restart_backoff_max")(_not_below("restart_backoff_initial"))
 
