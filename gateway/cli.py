@@ -224,7 +224,7 @@ def run_gateway(config: Any, ready: Any = None) -> int:
     """Run a gateway for ``config`` until SIGTERM/SIGINT; return the exit code.
 
     A second SIGTERM/SIGINT stops at once without waiting for the sinks (what was read
-    is already in the spool); SIGHUP is logged and ignored until reload exists.
+    is already in the spool); SIGHUP reloads the configuration (gateway.service.reload).
     """
     from gateway.app import Gateway
     from gateway.service.lock import StateDirBusy
