@@ -1,6 +1,6 @@
 """The gateway's own per-message cost, in process, without a broker or a server.
 
-The W1 messages (bench/_publisher.py) are fed as ``aiomqtt.Message`` objects straight into
+The W1 messages (bench/_publisher.py) are fed as (topic, payload) straight into
 ``MqttHub._dispatch`` of 100 configured ``json`` devices, i.e. everything the gateway does
 per message after the MQTT client handed it over: routing, decode, normalize, field
 types, line protocol, ``Spool.add``. Then each stage alone on the same inputs, and the
@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from _common import use_test_helpers, wait_quiet, write_result
 from _publisher import build
 
@@ -75,11 +74,9 @@ async def measure(tmp: Path, n: int, devices: int) -> dict[str, Any]:
         drivers[f"bench/{name}/state"] = driver
         hub.add_device(driver, pipeline.device(name, spec.section))
     raw = build(n, devices, "bench")
-    messages = [aiomqtt.Message(t, p, 0, False, 0, None) for t, p in raw]
-
     def dispatch_all() -> None:
-        for m in messages:
-            hub._dispatch(m)
+        for t, p in raw:
+            hub._dispatch(t, p)
         spool._pending.clear()
 
     stages: dict[str, float] = {"whole per-message path (MqttHub._dispatch)": per_item_us(

@@ -218,6 +218,11 @@ class BrokerSection(Options):
     key_file: PathOption | None = None
     reconnect_initial: Duration = 1.0
     reconnect_max: Duration = Field(default=30.0, validate_default=True)
+    # MQTT 5 lets us state how many unacknowledged QoS 1 messages the broker may send
+    # (Receive Maximum); a 3.1.1 broker decides (mosquitto: max_inflight_messages, 20).
+    protocol: Literal["5", "3.1.1"] = "5"
+    receive_maximum: int = Field(default=2000, ge=2, le=65535)
+    inflight_window: int = Field(default=20, ge=2, le=65535)
 
     _backoff_order = field_validator("reconnect_max")(_not_below("reconnect_initial"))
 

@@ -485,8 +485,34 @@ async def test_disk_filled_by_others_keeps_lines_in_memory(
         assert await _drain(spool, "a") == first + kept, "the newest waited in memory"
 
 
-async def test_sqlite_full_drops_oldest_so_later_commits_succeed(tmp_path: Path) -> None:
-    """SQLITE_FULL (here from a page limit): the oldest chunks make room, nothing else goes."""
+async def test_sqlite_full_keeps_lines_in_memory_before_dropping_anything(
+    tmp_path: Path,
+) -> None:
+    """A disk full for a moment while a sink is a batch behind: nothing on disk is dropped
+    while memory has room; the lines wait and land once space returns."""
+    path = tmp_path / "spool.db"
+    async with opened(path, ("a",), max_bytes=1 << 30) as spool:
+        assert spool._db is not None
+        chunks = [_chunk(i) for i in range(3)]
+        for chunk in chunks[:2]:
+            assert await _commit(spool, chunk) == CHUNK_LINES
+        pages = spool._db.execute("PRAGMA page_count").fetchone()[0]
+        spool._db.execute(f"PRAGMA max_page_count = {pages}")
+        spool.add_many(chunks[2])
+        assert await spool.commit() == 0
+        assert spool.pending == CHUNK_LINES
+        assert spool.stats.dropped == {}
+        spool._db.execute("PRAGMA max_page_count = 1000000")
+        assert await spool.commit() == CHUNK_LINES
+        assert await _drain(spool, "a") == [ln for c in chunks for ln in c]
+
+
+async def test_sqlite_full_drops_oldest_so_later_commits_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLITE_FULL (here from a page limit) with memory half full: the oldest chunks make
+    room, nothing else goes."""
+    monkeypatch.setattr(spool_mod, "MAX_PENDING_LINES", 2 * CHUNK_LINES)
     path = tmp_path / "spool.db"
     async with opened(path, ("a",), max_bytes=1 << 30) as spool:
         assert spool._db is not None

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -261,6 +261,14 @@ class Spool:
         self.commit_failing = False
         """The last commit failed (disk full, I/O error): readings wait in memory."""
         self.max_pending = MAX_PENDING_LINES
+        self.added = 0
+        """Lines passed to :meth:`add` in this run."""
+        self.settled = 0
+        """How many of the ``added`` lines, oldest first, are committed (or were dropped
+        while the disk failed, counted as ``spool_unwritable``): a reader that noted
+        ``added`` after handing over its lines may acknowledge its source once
+        ``settled`` reaches that mark (see :meth:`add_commit_listener`)."""
+        self._commit_listeners: list[Callable[[int], None]] = []
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -319,6 +327,7 @@ class Spool:
     def add(self, line: str) -> None:
         """Queue one line for the next group commit. Never blocks."""
         self._pending.append(line)
+        self.added += 1
         if len(self._pending) >= EARLY_COMMIT_LINES:
             self._early.set()
 
@@ -331,6 +340,32 @@ class Spool:
     def pending(self) -> int:
         """Lines waiting in memory for the next commit."""
         return len(self._pending)
+
+    def request_commit(self) -> bool:
+        """Commit soon rather than at the end of the commit window (a reader that holds
+        unacknowledged input asks before its source's flow control stalls). True when
+        this asked for a commit not yet asked for."""
+        if not self._pending or self._early.is_set():
+            return False
+        self._early.set()
+        return True
+
+    def add_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(settled)`` on the event loop whenever ``settled`` grows."""
+        self._commit_listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Stop calling ``listener`` (no error when it is not registered)."""
+        with contextlib.suppress(ValueError):
+            self._commit_listeners.remove(listener)
+
+    def _settle(self, count: int) -> None:
+        self.settled += count
+        for listener in list(self._commit_listeners):
+            try:
+                listener(self.settled)
+            except Exception:  # one broken listener must not stop the others
+                log.exception("spool commit listener failed")
 
     async def run_commits(self) -> None:
         """Commit pending lines every ``commit_interval`` until cancelled."""
@@ -349,7 +384,10 @@ class Spool:
             lines, self._pending = self._pending, []
             # The bookkeeping runs when the disk work is done, even if our caller is
             # cancelled meanwhile (shutdown): memory must match the file.
-            fut = self._submit(self._commit_sync, lines)
+            # While the disk is full readings wait in memory; only once half the memory
+            # cap is used does a failed commit make room by dropping the oldest chunks.
+            make_room = len(lines) + len(self._pending) >= self.max_pending // 2
+            fut = self._submit(self._commit_sync, lines, make_room)
             fut.add_done_callback(lambda f: self._committed(lines, f))
             try:
                 result: _CommitResult = await asyncio.shield(fut)
@@ -387,6 +425,7 @@ class Spool:
         self._bytes += result.added
         self.stats.committed += len(lines)
         self.stats.commits += 1
+        self._settle(len(lines))
         now = time.monotonic()
         for state in self._sinks.values():
             if state.behind == 0:
@@ -403,6 +442,7 @@ class Spool:
         if excess > 0:
             del self._pending[:excess]
             self._count_drop("spool_unwritable", excess)
+            self._settle(excess)
 
     # --- reading (per sink) -------------------------------------------------------
 
@@ -611,12 +651,15 @@ class Spool:
         )
         return db
 
-    def _commit_sync(self, lines: list[str]) -> _CommitResult:
+    def _commit_sync(self, lines: list[str], make_room: bool = True) -> _CommitResult:
         db = self._db
         assert db is not None
         data = zlib.compress("\n".join(lines).encode("utf-8"), 1)
         result = _CommitResult(added=len(data) + ROW_OVERHEAD_BYTES)
-        low_space = self._free_bytes() < DISK_HEADROOM_BYTES
+        # Only worth it while the spool itself is big enough to give the headroom back:
+        # when another program filled the disk, dropping a small backlog frees nothing
+        # useful and loses what a sink was about to deliver.
+        low_space = self._bytes > DISK_HEADROOM_BYTES and self._free_bytes() < DISK_HEADROOM_BYTES
         try:
             db.execute("BEGIN IMMEDIATE")
             # The id must be past every cursor: SQLite gives rowid 1 again once the
@@ -643,9 +686,11 @@ class Spool:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             result = _CommitResult(error=str(err))
-            if "full" in str(err).lower():
-                # The disk is full: make room inside the file by dropping the oldest chunks
-                # (freed pages are reused), so the retry of this commit can succeed.
+            if make_room and "full" in str(err).lower():
+                # The disk stayed full while memory filled up: make room inside the file by
+                # dropping the oldest chunks (freed pages are reused), so the retry of this
+                # commit can succeed. Before that, a sink that is merely a batch behind must
+                # not lose that batch to a disk that fills for a moment.
                 try:
                     db.execute("BEGIN IMMEDIATE")
                     need = max(len(data) * 2, self._bytes // 10)
