@@ -115,6 +115,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_ports)
 
+    p = sub.add_parser("config", help="print a commented starting configuration")
+    p.add_argument(
+        "--driver",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="add example devices of this driver (repeatable; default: line)",
+    )
+    p.set_defaults(func=cmd_config)
+
     p = sub.add_parser("query", help="print readings from the local store")
     config_arg(p)
     p.add_argument("--demo", action="store_true", help=f"query the demo's store ({DEMO_DIR})")
@@ -141,7 +151,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1000,
         help="at most this many rows, newest (default 1000)",
     )
-    p.add_argument("-o", "--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument(
+        "-o",
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="table (default), csv, or json: one object per line",
+    )
     p.add_argument(
         "--list", action="store_true", help="list measurements, devices and fields stored"
     )
@@ -156,7 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dead-letter", help="list or export points a server refused for good")
     config_arg(p)
     p.add_argument("--sink", help="only this sink")
-    p.add_argument("-n", "--limit", type=int, default=100)
+    p.add_argument(
+        "-n", "--limit", type=int, default=100, help="at most this many, newest (default 100)"
+    )
     p.add_argument(
         "--export", metavar="FILE", help="write them as line protocol to FILE ('-' = stdout)"
     )
@@ -177,6 +195,9 @@ def _parser() -> argparse.ArgumentParser:
         "--keep", action="store_true", help="keep earlier runs' readings (default: start empty)"
     )
     p.set_defaults(func=cmd_demo)
+    from gateway.cli_help import decorate
+
+    decorate(sub)
     return parser
 
 
@@ -254,93 +275,38 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 
 def cmd_drivers(args: argparse.Namespace) -> int:
+    from gateway import cli_drivers
     from gateway.plugins import discover
 
     found = discover()
-    info: list[dict[str, Any]] = []
-    for name in sorted(found.drivers):
-        cls = found.drivers[name]
-        if args.name and name != args.name:
-            continue
-        options = []
-        for key, fld in cls.Options.model_fields.items():
-            options.append(
-                {
-                    "name": key,
-                    "type": _type_name(fld.rebuild_annotation()),
-                    "required": fld.is_required(),
-                    "default": None
-                    if fld.is_required()
-                    else _jsonable(fld.get_default(call_default_factory=True)),
-                    "help": fld.description or "",
-                }
-            )
-        info.append(
-            {
-                "name": name,
-                "kind": cls.kind,
-                "description": cls.description,
-                "package": found.origins.get(name, "?"),
-                "options": options,
-            }
-        )
-    if args.name and not info:
-        print(f"sensor-gateway: no driver named {args.name!r}", file=sys.stderr)
+    info = cli_drivers.driver_info(found)
+    chosen = [d for d in info if d["name"] == args.name] if args.name else info
+    if args.name and not chosen:
+        print(cli_drivers.render_unknown(args.name, info), file=sys.stderr)
         return EXIT_ERROR
     if args.json:
         problems = [{"name": p.name, "target": p.target, "error": p.error} for p in found.problems]
-        print(json.dumps({"drivers": info, "problems": problems}, indent=2))
+        print(json.dumps({"drivers": chosen, "problems": problems}, indent=2))
         return EXIT_OK
-    for d in info:
-        print(f"{d['name']} ({d['kind']}, from {d['package']}): {d['description']}")
-        for o in d["options"]:
-            default = "required" if o["required"] else f"default {json.dumps(o['default'])}"
-            print(f"    {o['name']}: {o['type']} — {default}")
-            if o["help"]:
-                print(f"        {o['help']}")
+    if args.name:
+        print(cli_drivers.render_one(chosen[0], cli_drivers.core_keys()))
+    else:
+        print(cli_drivers.render_list(info))
     for p in found.problems:
         print(f"! driver {p.name!r} ({p.target}) failed to load: {p.error}", file=sys.stderr)
     return EXIT_OK
 
 
-def _type_name(annotation: Any) -> str:
-    """A short readable name for an option's type: ``integer``, ``"N" | "E"``, ``duration``…"""
-    import types
-    import typing
+def cmd_config(args: argparse.Namespace) -> int:
+    from gateway.configgen import UnknownDriver, generate
+    from gateway.plugins import load_drivers
 
-    from gateway.options import parse_duration, parse_size
-
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Annotated:
-        validators = [getattr(m, "func", None) for m in args[1:]]
-        if parse_duration in validators:
-            return "duration"
-        if parse_size in validators:
-            return "size"
-        return _type_name(args[0])
-    if origin is typing.Literal:
-        return " | ".join(json.dumps(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        rest = [a for a in args if a is not type(None)]
-        name = " | ".join(_type_name(a) for a in rest)
-        return f"{name} (optional)" if len(rest) < len(args) else name
-    if origin in (list, tuple):
-        return f"list of {_type_name(args[0])}" if args else "list"
-    if origin is dict:
-        return f"table of {_type_name(args[1])}" if len(args) == 2 else "table"
-    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
-    if annotation in names:
-        return names[annotation]
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value)
-    except TypeError:
-        return str(value)
-    return value
+        print(generate(args.driver, load_drivers()), end="")
+    except UnknownDriver as err:
+        print(f"sensor-gateway: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def _store_path(args: argparse.Namespace) -> Path:

@@ -231,13 +231,16 @@ def test_drivers_lists_the_built_ins_with_their_options(
 ) -> None:
     code, out, _ = run(["drivers"], capsys)
     assert code == 0
-    assert "line (serial, from sensor-gateway): " in out
-    assert "json (mqtt, from sensor-gateway): " in out
+    assert "\nline    serial  text lines on a serial port" in out
+    assert "\njson    mqtt    JSON payloads over MQTT" in out
+    code, out, _ = run(["drivers", "line"], capsys)
+    assert out.startswith("line (serial, from sensor-gateway)\n")
     assert "    port: string — required\n" in out
     assert "    baudrate: integer — default 9600\n" in out
     assert '    format: "kv" | "json" | "csv" | "regex" — default "kv"\n' in out
+    code, out, _ = run(["drivers", "json"], capsys)
     assert "    topics: list of string — required\n" in out
-    assert "    max_payload_bytes: size — default 262144\n" in out
+    assert '    max_payload_bytes: size — default "256KiB"\n' in out
 
 
 def test_drivers_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -272,7 +275,7 @@ def test_drivers_one_by_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert "json (mqtt" not in out
     code, _, err = run(["drivers", "nosuch"], capsys)
     assert code == 1
-    assert "no driver named 'nosuch'" in err
+    assert "no driver named 'nosuch'; installed: " in err
 
 
 # --- query, status and dead-letter against a store filled by a short run -------------------------

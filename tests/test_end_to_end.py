@@ -463,8 +463,16 @@ def test_an_installed_driver_package_is_listed(example_driver: Path) -> None:
     listing = subprocess.run(
         [sys.executable, "-m", "gateway", "drivers"], capture_output=True, text=True, check=True
     )
-    assert f"example_counter (serial, from {EXAMPLE_DIST})" in listing.stdout
-    assert "    unit_id: integer — required" in listing.stdout
+    assert "\nexample_counter  serial  " in listing.stdout
+    assert f"[{EXAMPLE_DIST}]" in listing.stdout
+    detail = subprocess.run(
+        [sys.executable, "-m", "gateway", "drivers", "example_counter"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert detail.stdout.startswith(f"example_counter (serial, from {EXAMPLE_DIST})\n")
+    assert "    unit_id: integer — required" in detail.stdout
     doc = json.loads(
         subprocess.run(
             [sys.executable, "-m", "gateway", "drivers", "--json"],
