@@ -134,3 +134,28 @@ def test_uninstall_keeps_the_spool_unless_purged(tmp_path: Path) -> None:
     _install(root, "--uninstall", "--purge")
     assert not spool.exists()
     assert not (root / "etc/sensor-gateway").exists()
+
+
+@pytest.mark.integration
+def test_full_install_with_the_venv_runs(tmp_path: Path) -> None:
+    """The real thing: a venv with sensor-gateway installed from this checkout (pip, from
+    the package index or its cache), whose command then checks the installed config."""
+    root = tmp_path / "root"
+    _install(root)
+    venv = root / "opt/sensor-gateway/.venv"
+    tool = venv / "bin" / "sensor-gateway"
+    version = subprocess.run([str(tool), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("sensor-gateway ")
+    creds = root / "etc/sensor-gateway/credentials"
+    (creds / "influx-token").write_text("a-token\n")
+    check = subprocess.run(
+        [str(tool), "check-config", "-c", str(root / "etc/sensor-gateway/gateway.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CREDENTIALS_DIRECTORY": str(creds)},
+    )
+    assert check.returncode == 0, check.stderr
+    _install(root, "--uninstall")
+    assert not venv.exists()
