@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -15,6 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from servers import Mosquitto, VictoriaMetrics
 from test_faults import assert_once_and_exact, influx_sink, stored, wait_for_seqs
 
+from gateway.app import Gateway
+from gateway.config import config_from_dict
 from gateway.delivery.spool import Spool
 from gateway.mqtt.acks import AckWindow
 from gateway.mqtt.hub import BrokerStats
@@ -186,3 +190,73 @@ def test_sigterm_with_a_backlog_loses_nothing_and_the_rest_comes_after_the_next_
     assert gw.stop() == 0
     assert_once_and_exact(got, expected)
     print(f"stored {len(first)} before the stop, the other {BACKLOG - len(first)} after")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("broker_options", "window"),
+    [({"protocol": "3.1.1"}, "max_inflight_messages 20\n"), ({"receive_maximum": 20}, "")],
+    ids=["mqtt311-broker-window-20", "mqtt5-receive-maximum-20"],
+)
+async def test_a_small_in_flight_window_does_not_wait_for_the_commit_window(
+    tmp_path: Path,
+    mosquitto_factory: Callable[..., Mosquitto],
+    unique_name: str,
+    broker_options: dict[str, Any],
+    window: str,
+) -> None:
+    """2,000 QoS 1 messages through a 20-message window with a 5 s commit window: the
+    early commit at 10 unacknowledged keeps them flowing (waiting for the commit window
+    would take 2,000 / 20 × 5 s = 500 s)."""
+    broker = mosquitto_factory(extra_conf=f"max_queued_messages 0\n{window}")
+    gateway = Gateway(
+        config_from_dict(
+            {
+                "gateway": {"state_dir": str(tmp_path / "state"), "clock_sync_check": False},
+                "spool": {"commit_interval": 5.0},
+                "sinks": {"local": {"flush_interval": 0.05}},
+                "brokers": {
+                    "default": {
+                        "host": broker.host,
+                        "port": broker.port,
+                        "client_id": unique_name,
+                        "inflight_window": 20,
+                        **broker_options,
+                    }
+                },
+                "devices": {"d": {"driver": "json", "topics": [f"{unique_name}/+"], "qos": 1}},
+            }
+        )
+    )
+    task = asyncio.create_task(gateway.run())
+    try:
+        hub = gateway.hubs["default"]
+        async with asyncio.timeout(30):
+            while hub.stats.state != "connected":
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(_publish, broker, f"{unique_name}/x", 2000)
+            while gateway.pipeline.devices["d"].stats.readings < 2000:
+                await asyncio.sleep(0.05)
+            while hub.stats.acked < 2000:
+                await asyncio.sleep(0.05)
+        assert hub.stats.early_commits >= 2000 // 20
+    finally:
+        gateway.stop()
+        await task
+
+
+def _publish(broker: Mosquitto, topic: str, count: int) -> None:
+    done = threading.Semaphore(0)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.max_inflight_messages_set(1000)
+    client.on_publish = lambda *args: done.release()
+    client.connect(broker.host, broker.port, keepalive=30)
+    client.loop_start()
+    try:
+        for seq in range(count):
+            client.publish(topic, json.dumps({"seq": seq}), qos=1)
+        for _ in range(count):
+            assert done.acquire(timeout=30), "the broker did not take the messages"
+    finally:
+        client.loop_stop()
+        client.disconnect()

@@ -108,6 +108,9 @@ def status_document(
                 "messages": h.stats.messages,
                 "unrouted": h.stats.unrouted,
                 "sessions_lost": h.stats.sessions_lost,
+                "acked": h.stats.acked,
+                "unacked": h.stats.unacked,
+                "early_commits": h.stats.early_commits,
                 "last_error": h.stats.last_error,
             }
             for name, h in gw.hubs.items()
