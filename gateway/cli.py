@@ -125,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_config)
 
+    p = sub.add_parser("new-driver", help="create a driver package to start from")
+    p.add_argument("name", help='the driver name configs will use (driver = "NAME")')
+    p.add_argument("--dir", type=Path, default=Path(), help="where to create it (default: here)")
+    p.set_defaults(func=cmd_new_driver)
+
     p = sub.add_parser("query", help="print readings from the local store")
     config_arg(p)
     p.add_argument("--demo", action="store_true", help=f"query the demo's store ({DEMO_DIR})")
@@ -306,6 +311,21 @@ def cmd_config(args: argparse.Namespace) -> int:
     except UnknownDriver as err:
         print(f"sensor-gateway: {err}", file=sys.stderr)
         return EXIT_ERROR
+    return EXIT_OK
+
+
+def cmd_new_driver(args: argparse.Namespace) -> int:
+    from gateway.newdriver import NewDriverError, create
+
+    try:
+        folder = create(args.name, args.dir)
+    except NewDriverError as err:
+        print(f"sensor-gateway: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"created {folder}; next:")
+    print(f"  pip install -e '{folder}[test]'")
+    print(f"  sensor-gateway drivers {args.name}")
+    print(f"  cd {folder} && pytest")
     return EXIT_OK
 
 

@@ -65,6 +65,15 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "empty store.",
         ["sensor-gateway demo", "sensor-gateway demo --duration 30 --quiet"],
     ),
+    "new-driver": (
+        "Create a driver package to start from: a working serial driver for "
+        "key=value lines, its sample.toml and README, and tests that use the "
+        "gateway's driver test kit (docs/writing-a-driver.md).",
+        [
+            "sensor-gateway new-driver thermo",
+            "sensor-gateway new-driver thermo --dir ~/src",
+        ],
+    ),
     "ports": (
         "List the serial ports plugged in, each with the port value to paste into a device table.",
         ["sensor-gateway ports", "sensor-gateway ports --json"],
