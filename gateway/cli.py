@@ -243,6 +243,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.gateway.log_level, args.log_level, args.verbose, args.quiet
     )
     configure(level, config.gateway.log_format, libraries=libraries)
+    from gateway.configcheck import log_warnings
+
+    log_warnings(config)
     return run_gateway(config)
 
 

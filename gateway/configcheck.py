@@ -55,6 +55,15 @@ def check_config(
     return result
 
 
+def log_warnings(config: Config) -> None:
+    """Log the configuration's warnings once at start (``run``), as check-config says them."""
+    import structlog
+
+    log = structlog.get_logger("gateway.config")
+    for where, message in config_warnings(list(config.sources)):
+        log.warning("configuration warning", option=where, warning=message)
+
+
 def config_sources(main: Path) -> list[Path]:
     """The main file and its drop-ins, in merge order (as :func:`load_config` reads them)."""
     dropins = main.parent / "conf.d"

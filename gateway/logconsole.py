@@ -33,13 +33,17 @@ class ConsoleLines:
     """A structlog renderer: one event as short lines of at most ``width`` columns.
 
     ``width`` None: the terminal's width at each line (80 when it cannot be known).
+    ``wrap`` False: one line per event however long (journald makes each line an entry).
     """
 
-    def __init__(self, width: int | None = None) -> None:
+    def __init__(self, width: int | None = None, wrap: bool = True) -> None:
         self.width = width
+        self.wrap = wrap
 
     def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
         width = self.width or shutil.get_terminal_size((80, 24)).columns
+        if not self.wrap:
+            width = 1 << 30
         level = _LEVELS.get(str(event.get("level", "info")), str(event.get("level"))[:4])
         head = f"{time.strftime('%H:%M:%S')} {level} {event.get('event', '')}"
         pairs = [f"{k}={_show(v)}" for k, v in event.items() if k not in _SKIP]

@@ -37,7 +37,8 @@ def configure(
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
     else:
-        renderer = ConsoleLines()  # fits the terminal's width
+        # Fits the terminal's width; one line per event when journald reads it.
+        renderer = ConsoleLines(wrap=not is_journal(sys.stderr))
         shared.append(structlog.processors.format_exc_info)
     numeric = getattr(logging, level.upper(), logging.INFO)
     structlog.configure(

@@ -14,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from gateway_proc import GatewayProcess
+
 from gateway.configcheck import check_config
 
 SECRET = "inl1ne-s3cret"
@@ -244,3 +247,20 @@ def test_no_warnings_for_a_port_that_exists_or_a_disabled_device(tmp_path: Path)
         '[devices.b]\ndriver = "line"\nport = "/dev/ttyNOPE9"\nenabled = false\n',
     )
     assert check_config(config).warnings == []
+
+
+@pytest.mark.integration
+def test_run_logs_the_warnings_at_start(tmp_path: Path) -> None:
+    gw = GatewayProcess(
+        tmp_path,
+        {"devices": {"boiler": {"driver": "line", "port": str(tmp_path / "ttyNOPE")}}},
+    )
+    gw.start()
+    try:
+        gw.wait_for_log("configuration warning")
+        [event] = [e for e in gw.log_events() if e.get("event") == "configuration warning"]
+        assert event["option"] == "devices.boiler.port"
+        assert "does not exist now" in event["warning"]
+        assert event["level"] == "warning"
+    finally:
+        assert gw.stop() == 0

@@ -112,3 +112,10 @@ def test_a_traceback_follows_the_line() -> None:
     lines = render(80, event="task failed", exception=text)
     assert lines[0].endswith("task failed")
     assert lines[-1] == "ValueError: boom"
+
+
+def test_one_line_per_event_when_not_wrapping() -> None:
+    long = "x" * 200
+    text = ConsoleLines(80, wrap=False)(None, "info", {"level": "info", "event": "e", "k": long})
+    assert "\n" not in text
+    assert text.endswith(f"e  k={long}")
