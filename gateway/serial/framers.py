@@ -67,6 +67,12 @@ class Framer(ABC):
             slot[1] = message
 
     @property
+    def buffered(self) -> int:
+        """Bytes of a partial frame held now (0 if the framer does not say)."""
+        buf = getattr(self, "_buf", None)
+        return len(buf) if isinstance(buf, bytearray) else 0
+
+    @property
     def has_drops(self) -> bool:
         """True if :meth:`take_drops` has something to report."""
         return bool(self._drops)

@@ -27,7 +27,7 @@ from gateway.errors import DeviceUnavailable, RejectedInput
 from gateway.pipeline.intake import DeviceInput
 from gateway.serial.ports import open_error, resolve_port
 from gateway.serial.supervise import DeviceLost
-from gateway.serial.transport import NoResponse, SerialPort, preview
+from gateway.serial.transport import NoResponse, PortProtocol, SerialPort, preview
 
 # A polled device that misses this many answers in a row is reopened.
 MAX_MISSED_POLLS = 3
@@ -46,8 +46,10 @@ async def open_port(driver: SerialDriver[Any], entry: DeviceInput) -> SerialPort
     path = await resolve_port(opts.port)
     line = driver.line_settings()
     try:
-        reader, writer = await serial_asyncio_fast.open_serial_connection(
-            url=path,
+        transport, protocol = await serial_asyncio_fast.create_serial_connection(
+            asyncio.get_running_loop(),
+            PortProtocol,
+            path,
             baudrate=line.baudrate,
             bytesize=line.bytesize,
             parity=line.parity,
@@ -58,11 +60,12 @@ async def open_port(driver: SerialDriver[Any], entry: DeviceInput) -> SerialPort
         )
     except (serial.SerialException, OSError, ValueError) as err:
         raise DeviceUnavailable(open_error(path, err)) from err
+    assert isinstance(protocol, PortProtocol)
     where = {"port": opts.port} if path == opts.port else {"port": opts.port, "path": path}
     entry.log.info("serial port opened", **where, line=str(line))
     return SerialPort(
-        reader,
-        writer,
+        transport,
+        protocol,
         driver.framer(),
         entry,
         path=path,
@@ -128,30 +131,18 @@ def _stale_after(driver: SerialDriver[Any]) -> float | None:
 async def _stream(
     driver: SerialDriver[Any], entry: DeviceInput, port: SerialPort, run: _Run
 ) -> None:
-    framer = port.framer
+    def on_frames(frames: list[bytes]) -> int:
+        good = _handle_frames(driver, entry, frames)
+        run.good_frames += good
+        return good
+
     stale_after = _stale_after(driver)
-    last_good = time.monotonic()
-    # Frames cut while on_open talked to the device are read first.
-    if frames := port.take_frames():
-        run.good_frames += _handle_frames(driver, entry, frames)
-    while True:
-        timeout = (
-            None if stale_after is None else max(0.0, last_good + stale_after - time.monotonic())
-        )
-        try:
-            data = await port.read_chunk(timeout)
-        except TimeoutError:
+    try:
+        await port.stream(on_frames, stale_after)
+    except DeviceUnavailable:
+        if stale_after is not None and time.monotonic() - port.last_good >= stale_after:
             entry.stats.stale = True
-            raise DeviceUnavailable(
-                f"no valid frame from {port.path} for {stale_after:g} s (stale); reopening"
-            ) from None
-        before = framer.overflows
-        frames = framer.feed(data)
-        if framer.overflows != before or framer.has_drops:
-            port.report_drops(before)
-        if frames and (good := _handle_frames(driver, entry, frames)):
-            run.good_frames += good
-            last_good = time.monotonic()
+        raise
 
 
 async def _polled(

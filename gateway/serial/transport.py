@@ -6,6 +6,10 @@ repeat: stale input is discarded before every request (a late answer is never ta
 for the next one), each request has a timeout and a number of retries, frames the
 framer throws away are counted per device with their reason. The port is opened,
 resolved and reopened by the core; a driver never closes it.
+
+Bytes are framed as they arrive, in the transport's ``data_received`` (an asyncio
+protocol on pyserial-asyncio-fast, no stream reader between): a stream device's frames
+go straight to the core's handler, with no task switch per read.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final, NoReturn
 
 import serial
 
@@ -23,11 +27,14 @@ from gateway.errors import DeviceUnavailable, RejectedInput
 from gateway.pipeline.intake import DeviceInput
 from gateway.serial.framers import Framer
 
-__all__ = ["READ_CHUNK_BYTES", "NoResponse", "SerialPort", "preview"]
-
-READ_CHUNK_BYTES: Final = 4096
+__all__ = ["NoResponse", "PortProtocol", "SerialPort", "preview"]
 
 Accept = Callable[[bytes], bool]
+FrameHandler = Callable[[list[bytes]], int]
+"""Takes frames of a stream device; returns how many of them were good."""
+
+# Writes queue in the transport beyond this many bytes only if the device does not read.
+_WRITE_HIGH_WATER: Final = 64 * 1024
 
 
 class NoResponse(RejectedInput):
@@ -35,6 +42,42 @@ class NoResponse(RejectedInput):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="no_response")
+
+
+class PortProtocol(asyncio.Protocol):
+    """The asyncio side of a port: hands bytes to its :class:`SerialPort`."""
+
+    def __init__(self) -> None:
+        self.port: SerialPort | None = None
+        self.early = bytearray()  # bytes that came before the port was attached
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._writable: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.port is None:
+            self.early += data
+        else:
+            self.port.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+        if self.port is not None:
+            self.port.wake()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    async def writable(self) -> None:
+        if self._writable is not None:
+            await self._writable
 
 
 class SerialPort:
@@ -46,8 +89,8 @@ class SerialPort:
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        transport: asyncio.WriteTransport,
+        protocol: PortProtocol,
         framer: Framer,
         entry: DeviceInput,
         *,
@@ -61,24 +104,33 @@ class SerialPort:
         self.timeout = timeout
         self.retries = retries
         self.last_frame = b""  # the last frame handed out (a preview for rejections)
-        self._reader = reader
-        self._writer = writer
+        self.last_good = time.monotonic()  # stream: when the handler last had a good frame
+        self._transport = transport
+        self._protocol = protocol
         self._entry = entry
         self._max_frame_bytes = max_frame_bytes
         self._frames: deque[bytes] = deque()
+        self._last_chunk = b""
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_frames: FrameHandler | None = None
+        self._failed: BaseException | None = None  # the frame handler raised
         self._lock = asyncio.Lock()
         self._unanswered = False  # the last request timed out: what comes next is late
         self._requests = 0
+        protocol.port = self
+        if protocol.early:
+            self.data_received(bytes(protocol.early))
+            protocol.early.clear()
 
     # -- what drivers use --------------------------------------------------------------
 
     async def write(self, data: bytes) -> None:
-        """Send ``data`` and wait until the OS has taken it."""
-        self._writer.write(data)
-        try:
-            await self._writer.drain()
-        except (serial.SerialException, OSError) as err:
-            raise DeviceUnavailable(f"serial port {self.path} failed on write: {err}") from err
+        """Send ``data`` (waits only while the OS does not take more)."""
+        self._check_open()
+        self._transport.write(data)
+        if self._transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+            await self._protocol.writable()
+        self._check_open()
 
     # A timeout per call, not asyncio.timeout() around it: it applies per attempt, and a
     # transaction interrupted mid-answer would leave its bytes for the next one.
@@ -95,6 +147,7 @@ class SerialPort:
         """
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
+        loop = asyncio.get_running_loop()
         while True:
             while self._frames:
                 frame = self._frames.popleft()
@@ -102,14 +155,17 @@ class SerialPort:
                     self.last_frame = frame
                     return frame
                 self._reject("unsolicited", "a frame that does not answer the request", frame)
+            self._check_open()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise NoResponse(f"no answer within {wait:g} s")
+            waiter = self._waiter = loop.create_future()
+            handle = loop.call_later(remaining, _resolve, waiter)
             try:
-                data = await self.read_chunk(remaining)
-            except TimeoutError:
-                raise NoResponse(f"no answer within {wait:g} s") from None
-            self.feed(data)
+                await waiter
+            finally:
+                handle.cancel()
+                self._waiter = None
 
     async def transact(
         self,
@@ -147,17 +203,12 @@ class SerialPort:
 
     async def discard_input(self) -> int:
         """Throw away what the device sent and nobody read yet; return how many bytes."""
-        size = sum(len(f) for f in self._frames)
-        first = self._frames[0] if self._frames else b""
+        # Two turns of the loop: bytes already in the OS buffer are delivered first.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        size = sum(len(f) for f in self._frames) + self.framer.buffered
+        first = self._frames[0] if self._frames else self._last_chunk
         self._frames.clear()
-        while True:
-            try:
-                # A zero timeout: read() returns at once if bytes are buffered, else times out.
-                data = await self.read_chunk(0)
-            except TimeoutError:
-                break
-            first = first or data
-            size += len(data)
         self.framer.reset()
         self.framer.take_drops()
         if size and self._requests:
@@ -173,39 +224,75 @@ class SerialPort:
 
     # -- what the core uses ------------------------------------------------------------
 
+    def data_received(self, data: bytes) -> None:
+        """Frame ``data``: to the stream handler, or queued for :meth:`read_frame`."""
+        framer = self.framer
+        before = framer.overflows
+        frames = framer.feed(data)
+        if framer.overflows != before or framer.has_drops:
+            self.report_drops(before)
+        handler = self._on_frames
+        if handler is not None:
+            if frames:
+                try:
+                    if handler(frames):
+                        self.last_good = time.monotonic()
+                except Exception as err:  # surfaced by stream(); never into the transport
+                    self._failed = err
+                    self.wake()
+            return
+        self._last_chunk = data
+        if frames:
+            self._frames.extend(frames)
+            self.wake()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def stream(self, on_frames: FrameHandler, stale_after: float | None) -> NoReturn:
+        """Hand every frame to ``on_frames`` until the port fails or goes stale.
+
+        Raises DeviceUnavailable: unplugged or closed, or no good frame (``on_frames``
+        returned 0) for ``stale_after`` seconds.
+        """
+        self.last_good = time.monotonic()
+        if self._frames:  # cut while on_open talked to the device
+            frames = list(self._frames)
+            self._frames.clear()
+            if on_frames(frames):
+                self.last_good = time.monotonic()
+        self._on_frames = on_frames
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._check_open()
+                waiter = self._waiter = loop.create_future()
+                handle = None
+                if stale_after is not None:
+                    remaining = self.last_good + stale_after - time.monotonic()
+                    if remaining <= 0:
+                        raise DeviceUnavailable(
+                            f"no valid frame from {self.path} for {stale_after:g} s (stale); "
+                            "reopening"
+                        )
+                    handle = loop.call_later(remaining, _resolve, waiter)
+                try:
+                    await waiter
+                finally:
+                    if handle is not None:
+                        handle.cancel()
+                    self._waiter = None
+        finally:
+            self._on_frames = None
+
     async def close(self) -> None:
         """Close the port (off the loop), waiting a bounded time for it to be closed."""
-        self._writer.close()
+        self._transport.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
-                await self._writer.wait_closed()
-
-    async def read_chunk(self, timeout: float | None) -> bytes:  # noqa: ASYNC109
-        """Bytes as they come (raises TimeoutError, or DeviceUnavailable when the port fails)."""
-        try:
-            async with asyncio.timeout(timeout):
-                data = await self._reader.read(READ_CHUNK_BYTES)
-        except TimeoutError:
-            raise  # the caller's staleness or answer timeout (TimeoutError is an OSError)
-        except serial.SerialException as err:
-            raise DeviceUnavailable(f"serial port {self.path} failed (unplugged?): {err}") from err
-        except OSError as err:
-            raise DeviceUnavailable(f"serial port {self.path} failed: {err}") from err
-        if not data:
-            raise DeviceUnavailable(f"serial port {self.path} closed (unplugged?)")
-        return data
-
-    def feed(self, data: bytes) -> None:
-        """Cut ``data`` into frames (queued for :meth:`read_frame`); count what was dropped."""
-        before = self.framer.overflows
-        self._frames.extend(self.framer.feed(data))
-        self.report_drops(before)
-
-    def take_frames(self) -> list[bytes]:
-        """Frames cut but not read yet (handed to the stream loop after ``on_open``)."""
-        frames = list(self._frames)
-        self._frames.clear()
-        return frames
+                await asyncio.shield(self._protocol.lost)
 
     def report_drops(self, overflows_before: int) -> None:
         """Count the framer's discards since ``overflows_before`` overflows."""
@@ -222,8 +309,27 @@ class SerialPort:
             for _ in range(count):
                 self._entry.reject(RejectedInput(message, reason=reason))
 
+    def _check_open(self) -> None:
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
+        lost = self._protocol.lost
+        if not lost.done():
+            return
+        err = lost.result()
+        if isinstance(err, serial.SerialException):
+            raise DeviceUnavailable(f"serial port {self.path} failed (unplugged?): {err}")
+        if err is not None:
+            raise DeviceUnavailable(f"serial port {self.path} failed: {err}")
+        raise DeviceUnavailable(f"serial port {self.path} closed (unplugged?)")
+
     def _reject(self, reason: str, message: str, frame: bytes) -> None:
         self._entry.reject(RejectedInput(message, reason=reason), frame=preview(frame))
+
+
+def _resolve(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def preview(frame: bytes, limit: int = 80) -> str:
