@@ -82,10 +82,11 @@ def render_list(info: list[dict[str, Any]], width: int = WIDTH) -> str:
     name_w = max([len(d["name"]) for d in info] + [6])
     lines = [f"{'DRIVER':<{name_w}}  KIND    WHAT IT READS"]
     for d in info:
-        text = d["description"]
-        if d["package"] != "sensor-gateway":
-            text += f" [{d['package']}]"
-        lines.append(_cut(f"{d['name']:<{name_w}}  {d['kind']:<6}  {text}", width))
+        head = f"{d['name']:<{name_w}}  {d['kind']:<6}  "
+        # A plugin's package stays whole; its description is cut to make room.
+        suffix = f" [{d['package']}]" if d["package"] != "sensor-gateway" else ""
+        room = max(width - len(head) - len(suffix), 10)
+        lines.append(head + _cut(d["description"], room) + suffix)
     lines += [
         "",
         "Options of one: sensor-gateway drivers NAME",

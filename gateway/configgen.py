@@ -148,7 +148,12 @@ def fit(text: str, width: int = WIDTH) -> str:
             continue
         prefix = ""
         array = _ARRAY_LINE.match(stripped)
-        if array and len(stripped) > width:
+        indented = re.match(r"^(#+ +)", stripped)
+        if indented and len(stripped) > width:
+            # An indented comment (a table of names and meanings): wrap under its text.
+            hang = indented.group(1) + "  "
+            out += textwrap.wrap(stripped, width, subsequent_indent=hang, break_on_hyphens=False)
+        elif array and len(stripped) > width:
             items = tomllib.loads(f"v = {array.group(2)}")["v"]
             out.append(f"{array.group(1)} = [")
             out += [f"    {json.dumps(item, ensure_ascii=False)}," for item in items]
