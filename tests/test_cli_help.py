@@ -54,6 +54,7 @@ def test_every_command_help_has_a_description_and_an_example(command: str) -> No
     description = out.partition("\n\n")[2].split("\n\n")[0]
     assert description, out
     assert not description.startswith(("options:", "positional")), out
+    assert "\nexamples:\n" in out, f"give {command!r} an entry in gateway/cli_help.py HELP"
     examples = out.split("\nexamples:\n", 1)[1]
     assert f"  sensor-gateway {command}" in examples
 
