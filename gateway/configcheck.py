@@ -89,6 +89,7 @@ def config_warnings(
         _merge(merged, data)
     warnings += _missing_ports(merged, drivers)
     warnings += _influx_no_effect(merged)
+    warnings += _local_store_off(merged)
     warnings += _world_readable_files(merged)
     return warnings
 
@@ -168,6 +169,20 @@ def _influx_no_effect(data: Mapping[str, Any]) -> Iterator[Finding]:
                     'has no effect with api = "v2" (it signs in with token / token_file '
                     'and writes to bucket); for InfluxDB 1.x set api = "v1"',
                 )
+
+
+def _local_store_off(data: Mapping[str, Any]) -> Iterator[Finding]:
+    """``[sinks.local]`` options while the store is off by default (InfluxDB configured)."""
+    local = _table(data, "sinks", "local")
+    influx = _table(data, "sinks", "influxdb")
+    if "enabled" in local or not influx or influx.get("enabled") is False:
+        return
+    for key in local:
+        yield (
+            f"sinks.local.{key}",
+            "has no effect: the local store is off by default when [sinks.influxdb] is "
+            "configured; set sinks.local.enabled = true to keep both",
+        )
 
 
 def _readable_by_others(path: str | Path) -> bool:

@@ -264,3 +264,17 @@ def test_run_logs_the_warnings_at_start(tmp_path: Path) -> None:
         assert event["level"] == "warning"
     finally:
         assert gw.stop() == 0
+
+
+def test_local_store_options_while_it_is_off_by_default(tmp_path: Path) -> None:
+    token = write(tmp_path / "t", "tok\n")
+    influx = f'[sinks.influxdb]\nurl = "http://h:8086"\nbucket = "b"\ntoken_file = "{token}"\n'
+    config = write(
+        tmp_path / "gw.toml",
+        f'[gateway]\nstate_dir = "{tmp_path / "s"}"\n\n{influx}\n[sinks.local]\nretention = "7d"\n',
+    )
+    [(path, message)] = check_config(config).warnings
+    assert path == "sinks.local.retention"
+    assert "set sinks.local.enabled = true to keep both" in message
+    config.write_text(config.read_text() + "enabled = true\n")
+    assert check_config(config).warnings == []
