@@ -1,15 +1,15 @@
 """One MQTT connection per broker, shared by every device on that broker.
 
-aiomqtt 2.x does not reconnect by itself: :meth:`MqttHub.run` loops around the client
-context, backs off with jitter on :class:`aiomqtt.MqttError`, and resubscribes every
-device's topics on each connection. Messages are routed to the devices whose topic
-patterns match; a device's bad payload is counted and reported for that device only.
+:meth:`MqttHub.run` connects (:class:`~gateway.mqtt.client.MqttConnection`), subscribes
+every device's topics, and reconnects with backoff and jitter when the connection ends.
+Messages are routed to the devices whose topic patterns match; a device's bad payload is
+counted and reported for that device only.
 
-Messages are decoded and spooled straight from paho's message callback, on the event
-loop (no queue, no task per message). A QoS 1 message is acknowledged only once the
-spool commit holding its readings is done (:class:`AckWindow`): until then the broker
-keeps it, so neither kill -9 nor a stop loses it; the broker's in-flight window is the
-only buffer, and TCP flow control holds what we cannot take yet.
+Messages are decoded and spooled as the connection parses them, on the event loop (no
+queue, no task per message). A QoS 1 message is acknowledged only once the spool commit
+holding its readings is done (:class:`~gateway.mqtt.acks.AckWindow`): until then the
+broker keeps it, so neither kill -9 nor a stop loses it; the broker's in-flight window
+is the only buffer, and TCP flow control holds what we cannot take yet.
 """
 
 from __future__ import annotations
@@ -20,11 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from gateway.backoff import Backoff
 from gateway.config import BrokerSection, default_client_id
@@ -32,6 +28,8 @@ from gateway.delivery.spool import Spool
 from gateway.driver import MqttDriver
 from gateway.errors import RejectedInput
 from gateway.mqtt.acks import AckWindow
+from gateway.mqtt.client import MqttConnection
+from gateway.mqtt.wire import MqttError, reason_text
 from gateway.pipeline.intake import DeviceInput
 
 # Routing results are cached per topic; a gateway sees a bounded set of topics, but a
@@ -92,38 +90,28 @@ class MqttHub:
         cfg = self.config
         return cfg.receive_maximum if cfg.protocol == "5" else cfg.inflight_window
 
-    def _client(self) -> _Client:
+    async def _connect(self) -> MqttConnection:
         cfg = self.config
         tls_context = None
         if cfg.tls or cfg.ca_file or cfg.cert_file:
             tls_context = ssl.create_default_context(cafile=cfg.ca_file)
             if cfg.cert_file:
                 tls_context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        conn = MqttConnection(self._on_message, v5=cfg.protocol == "5")
         # A stable client id with a persistent session lets the broker keep QoS 1
         # messages for us while we are away (see docs/delivery.md).
-        session: dict[str, Any]
-        if cfg.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.ReceiveMaximum = cfg.receive_maximum
-            props.SessionExpiryInterval = SESSION_NEVER_EXPIRES
-            session = {
-                "protocol": aiomqtt.ProtocolVersion.V5,
-                "clean_start": False,
-                "properties": props,
-            }
-        else:
-            session = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
-        return _Client(
-            self._on_message,
-            hostname=cfg.host,
-            port=cfg.port,
+        await conn.open(
+            cfg.host,
+            cfg.port,
+            client_id=cfg.client_id or default_client_id(),
+            keepalive=cfg.keepalive,
             username=cfg.username,
             password=cfg.resolved_password(),
-            identifier=cfg.client_id or default_client_id(),
-            keepalive=cfg.keepalive,
-            tls_context=tls_context,
-            **session,
+            tls=tls_context,
+            receive_maximum=cfg.receive_maximum,
+            session_expiry=SESSION_NEVER_EXPIRES,
         )
+        return conn
 
     def _spool(self) -> Spool | None:
         return self._routes[0].entry.pipeline.spool if self._routes else None
@@ -145,50 +133,52 @@ class MqttHub:
         disconnected_at = time.monotonic()
         while True:
             try:
-                client = self._client()
-                async with client:
-                    acks = self._acks = AckWindow(client, self._spool(), self.window, self.stats)
-                    try:
-                        for topic, qos in filters.items():
-                            await client.subscribe(topic, qos=qos)
-                        self.stats.state = "connected"
-                        self.stats.connects += 1
-                        self._log.info(
-                            "connected to MQTT broker",
+                conn = await self._connect()
+                acks = self._acks = AckWindow(conn, self._spool(), self.window, self.stats)
+                try:
+                    granted = await conn.subscribe(list(filters.items()))
+                    self._check_subscriptions(filters, granted)
+                    self.stats.state = "connected"
+                    self.stats.connects += 1
+                    self._log.info(
+                        "connected to MQTT broker",
+                        address=where,
+                        subscriptions=len(filters),
+                        session_present=conn.session_present,
+                        protocol=cfg.protocol,
+                        window=self.window,
+                    )
+                    if self.stats.connects > 1 and not conn.session_present:
+                        self.stats.sessions_lost += 1
+                        self._log.warning(
+                            "MQTT broker did not keep our session (restarted without "
+                            "persistence?): QoS 1 messages published while we were "
+                            "disconnected are lost",
                             address=where,
-                            subscriptions=len(filters),
-                            session_present=client.session_present,
-                            protocol=cfg.protocol,
-                            window=self.window,
+                            gap_s=round(time.monotonic() - disconnected_at, 1),
                         )
-                        if self.stats.connects > 1 and not client.session_present:
-                            self.stats.sessions_lost += 1
-                            self._log.warning(
-                                "MQTT broker did not keep our session (restarted without "
-                                "persistence?): QoS 1 messages published while we were "
-                                "disconnected are lost",
-                                address=where,
-                                gap_s=round(time.monotonic() - disconnected_at, 1),
-                            )
-                        backoff.reset()
-                        await client.wait_closed()
-                    except asyncio.CancelledError:
-                        # Stopping: take no more, commit what we read, acknowledge it,
-                        # then the context exit disconnects cleanly (acks go out first).
-                        client.pause_reading()
-                        await acks.flush()
-                        raise
-                    finally:
-                        acks.close()
-                        self._acks = None
-            except (aiomqtt.MqttError, ssl.SSLError, OSError) as err:
+                    backoff.reset()
+                    await conn.wait_closed()
+                    raise MqttError("the connection ended")
+                except asyncio.CancelledError:
+                    # Stopping: take no more, commit what we read, acknowledge it, then
+                    # disconnect cleanly (the acks go out first).
+                    conn.pause_reading()
+                    await acks.flush()
+                    await conn.disconnect()
+                    raise
+                finally:
+                    acks.close()
+                    self._acks = None
+                    conn.abort()
+            except (MqttError, ssl.SSLError, OSError) as err:
                 if self.stats.state == "connected":
                     disconnected_at = time.monotonic()
                 self.stats.state = "disconnected"
                 self.stats.last_error = str(err)
                 delay = backoff.next()
                 # A broker that is away is routine; a TLS or socket setup error needs a fix.
-                transient = isinstance(err, aiomqtt.MqttError)
+                transient = isinstance(err, MqttError)
                 (self._log.warning if transient else self._log.error)(
                     "MQTT broker unreachable; reconnecting"
                     if transient
@@ -199,19 +189,31 @@ class MqttHub:
                 )
                 await asyncio.sleep(delay)
 
-    def _on_message(self, message: paho.MQTTMessage) -> None:
-        """paho's message callback, on the event loop: spool, then note the ack due."""
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
+    def _on_message(self, topic: str | None, payload: bytes, qos: int, mid: int) -> None:
+        """Each PUBLISH, on the event loop: spool it, then note the acknowledgement due."""
+        if topic is None:
             # Not valid MQTT (topics are UTF-8); nothing to route, nothing to keep.
             self.stats.messages += 1
             self.stats.unrouted += 1
         else:
-            self._dispatch(topic, bytes(message.payload))
-        acks = self._acks
-        if message.qos and acks is not None:
-            acks.received(message.mid, message.qos)
+            self._dispatch(topic, payload)
+        if qos:
+            acks = self._acks
+            if acks is not None:
+                acks.received(mid, qos)
+
+    def _check_subscriptions(self, filters: dict[str, int], granted: list[int]) -> None:
+        for (topic, _), code in zip(filters.items(), granted, strict=True):
+            if code >= 0x80:
+                reason = reason_text(code, self.config.protocol == "5")
+                self._log.error(
+                    "MQTT broker refused a subscription",
+                    topic=topic,
+                    reason=reason,
+                    devices=[
+                        r.entry.name for r in self._routes if topic in r.driver.subscriptions()
+                    ],
+                )
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         self.stats.messages += 1
@@ -250,55 +252,6 @@ class MqttHub:
                 continue
             if samples:
                 entry.submit(samples, topic=topic)
-
-
-class _Client(aiomqtt.Client):
-    """aiomqtt's client with manual acknowledgements and messages handed over directly.
-
-    aiomqtt 2.x puts every message on a queue and wakes a task per message, and paho
-    acknowledges it as soon as it is queued. Here paho's callback calls ``deliver`` on
-    the event loop and acknowledgements are ours (:meth:`ack`). It also remembers the
-    CONNACK's session-present flag, which aiomqtt 2.x does not expose.
-    """
-
-    session_present = False
-
-    def __init__(self, deliver: Any, /, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._deliver = deliver
-        self._client.manual_ack_set(True)
-        self._sock_fd = -1
-
-    def ack(self, mid: int, qos: int) -> None:
-        """Acknowledge one received message (in the order received)."""
-        self._client.ack(mid, qos)
-
-    async def wait_closed(self) -> None:
-        """Return when the connection ends; raise :class:`aiomqtt.MqttError` if it broke."""
-        await asyncio.shield(self._disconnected)
-
-    def pause_reading(self) -> None:
-        """Read no more messages (stopping)."""
-        if self._sock_fd >= 0:
-            self._loop.remove_reader(self._sock_fd)
-
-    def _on_connect(
-        self,
-        client: Any,
-        userdata: Any,
-        flags: Any,
-        reason_code: Any,
-        properties: Any = None,
-    ) -> None:
-        self.session_present = bool(getattr(flags, "session_present", False))
-        super()._on_connect(client, userdata, flags, reason_code, properties)
-
-    def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._deliver(message)
-
-    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
-        self._sock_fd = sock.fileno()
-        super()._on_socket_open(client, userdata, sock)
 
 
 def _explain(err: Exception) -> str:
