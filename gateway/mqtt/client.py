@@ -251,7 +251,7 @@ class MqttConnection:
                 shift = 7
                 while True:
                     if head >= end:
-                        self._need = end + 1
+                        self._need = end - pos + 1
                         return pos
                     digit = buf[head]
                     head += 1
