@@ -165,6 +165,7 @@ def test_reset_forgets_a_partial_telegram() -> None:
 
 
 def test_version_sets_the_line_defaults_and_explicit_settings_win() -> None:
+    assert _driver().expected_interval == 12.0  # stale after a minute without a telegram
     v5 = _driver().options
     assert (v5.baudrate, v5.bytesize, v5.parity) == (115200, 8, "N")
     v22 = _driver(p1_version="2.2").options

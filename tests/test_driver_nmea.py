@@ -167,6 +167,7 @@ def test_noise_and_long_lines_are_dropped_and_the_stream_recovers() -> None:
 
 def test_defaults_and_option_errors() -> None:
     assert NmeaOptions.model_validate({"port": "/dev/ttyUSB0"}).baudrate == 4800
+    assert _driver().expected_interval == 2.0  # stale after 10 s without an epoch
     with pytest.raises(ValueError, match="require_checksum"):
         NmeaOptions.model_validate({"port": "/dev/ttyUSB0", "require_checksum": "yes"})
 

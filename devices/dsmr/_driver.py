@@ -31,6 +31,9 @@ DEFAULT_MAX_TELEGRAM_BYTES: Final = 8 * 1024
 # Meters state local time with S (summer, UTC+2) or W (winter, UTC+1); older telegrams
 # have no letter and are read in this zone.
 DEFAULT_TIMEZONE: Final = "Europe/Amsterdam"
+# DSMR 2.2-4 meters send a telegram every 10 s (DSMR 5 every second); the core calls a
+# meter stale after five of these (1 minute) without one.
+TELEGRAM_INTERVAL_S: Final = 12.0
 _DST: Final = {"S": timezone(timedelta(hours=2)), "W": timezone(timedelta(hours=1))}
 
 _LINE: Final = re.compile(r"(\d{1,3})-(\d{1,3}):(\d{1,3}\.\d{1,3}\.\d{1,3})((?:\([^()]*\))+)")
@@ -93,6 +96,7 @@ class DsmrDriver(SerialDriver[DsmrOptions]):
     """
 
     Options: ClassVar[type[DsmrOptions]] = DsmrOptions
+    expected_interval = TELEGRAM_INTERVAL_S
     description: ClassVar[str] = "smart meters' P1 port (DSMR 2.2-5, Belgium, Luxembourg)"
 
     def __init__(self, device: str, options: DsmrOptions) -> None:

@@ -15,6 +15,9 @@ __all__ = ["NmeaDriver", "NmeaOptions"]
 
 # NMEA 0183 specifies 4800 baud; most USB receivers (SiRF, u-blox) still start there.
 DEFAULT_BAUDRATE: Final = 4800
+# Receivers report once a second; the core calls a device stale after five of these
+# (10 s) without a reading, leaving room for a slow first epoch.
+EPOCH_INTERVAL_S: Final = 2.0
 # A receiver sends a timed sentence (GGA, RMC, GLL, ZDA) every epoch; an epoch that
 # collected this many sentences without one is emitted anyway, keeping memory bounded.
 MAX_UNTIMED_SENTENCES: Final = 16
@@ -104,6 +107,7 @@ class NmeaDriver(SerialDriver[NmeaOptions]):
     """
 
     Options: ClassVar[type[NmeaOptions]] = NmeaOptions
+    expected_interval = EPOCH_INTERVAL_S
     description: ClassVar[str] = (
         "GNSS receivers speaking NMEA 0183: position, speed, fix, satellites"
     )
