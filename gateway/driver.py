@@ -237,7 +237,10 @@ class TopicPattern:
     """An MQTT topic filter with optional named single-level segments.
 
     ``sensors/{room}/state`` subscribes to ``sensors/+/state`` and turns the segment
-    into the tag ``room``; ``+`` and ``#`` keep their MQTT meaning.
+    into the tag ``room``; ``+`` and ``#`` keep their MQTT meaning. A shared subscription
+    ``$share/<group>/<pattern>`` subscribes as given; messages arrive with their own
+    topic, so they are matched against ``<pattern>``. A pattern starting with a wildcard
+    never matches a topic starting with ``$`` (``$SYS/...``, MQTT §4.7.2).
     """
 
     __slots__ = ("_levels", "filter", "pattern")
@@ -245,6 +248,15 @@ class TopicPattern:
     def __init__(self, pattern: str) -> None:
         if not pattern:
             raise ValueError("an MQTT topic pattern cannot be empty")
+        share = ""
+        if pattern.startswith("$share/"):
+            _, group, *rest = pattern.split("/", 2)
+            if not group or "+" in group or "#" in group or not rest or not rest[0]:
+                raise ValueError(
+                    f'shared subscription "{pattern}" must look like $share/<group>/<topic filter>'
+                )
+            share = f"$share/{group}/"
+            pattern = rest[0]
         levels = pattern.split("/")
         parsed: list[str | None] = []  # None = '+', str starting with '{' = named
         for i, level in enumerate(levels):
@@ -258,12 +270,16 @@ class TopicPattern:
                     f'named segment "{level}" in topic pattern "{pattern}" must look like {{name}}'
                 )
             parsed.append(level)
-        self.pattern = pattern
+        self.pattern = share + pattern
         self._levels = parsed
-        self.filter = "/".join("+" if lv and lv.startswith("{") else lv for lv in levels)
+        self.filter = share + "/".join("+" if lv and lv.startswith("{") else lv for lv in levels)
 
     def match(self, topic: str) -> dict[str, str] | None:
         """Named segments of ``topic`` if it matches the pattern, else None."""
+        if topic.startswith("$"):
+            first = self._levels[0]
+            if first is None or first in ("+", "#") or first.startswith("{"):
+                return None
         parts = topic.split("/")
         tags: dict[str, str] = {}
         for i, level in enumerate(self._levels):
