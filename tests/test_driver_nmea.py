@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,13 @@ from servers import SerialPtyFactory, wait_until
 from devices.nmea import NmeaDriver, NmeaOptions
 from devices.nmea.simulator import Garbage, NmeaSimulator, checksum, read_capture, restamp
 from gateway import query
+from gateway.delivery.spool import Spool
 from gateway.driver import RawSample, RejectedInput
+from gateway.pipeline.intake import Pipeline
+from gateway.pipeline.normalize import NormalizeConfig
+from gateway.pipeline.reading import Reading
+from gateway.pipeline.timesource import TimeSource
+from gateway.serial.runner import run_serial_device
 
 DATA = Path(__file__).parent / "data" / "nmea"
 # gpsd's regression output moves the dates of receivers hit by the GPS week rollover
@@ -204,6 +212,53 @@ async def test_pty_replay_with_garbage(serial_pty: SerialPtyFactory) -> None:
         writer.close()
     assert samples == expected
     assert set(reasons) == {"checksum"}
+
+
+# -- GPS time and the gateway's clock ----------------------------------------------------
+
+
+@pytest.mark.parametrize("synchronized", [False, True])
+async def test_gps_time_wins_while_the_gateway_clock_is_unsynchronized(
+    tmp_path: Path, serial_pty: SerialPtyFactory, synchronized: bool
+) -> None:
+    """A Pi without a real-time clock boots in 1970: the receiver's time is the good one."""
+    pty = serial_pty()
+    sim = NmeaSimulator.from_file(DATA / "bu353s4.log", pty.master_fd)  # 2014, as sent
+    expected, _, _ = _decode(_driver(), b"".join(s + b"\r\n" for s in sim.sentences))
+    boot = 10**9  # 1970-01-01T00:00:01Z
+    clock = TimeSource(
+        check_sync=True,
+        wall_ns=lambda: boot + time.monotonic_ns(),
+        synchronized=lambda: synchronized,
+    )
+    clock.refresh_sync()
+    assert clock.unsynced is not synchronized
+    spool = Spool(tmp_path / "spool.db", ["local"])
+    pipeline = Pipeline(spool, time_source=clock)
+    readings: list[Reading] = []
+    pipeline.taps.append(lambda _device, reading: readings.append(reading))
+    entry = pipeline.device("gps", NormalizeConfig())
+    task = asyncio.create_task(run_serial_device(_driver(port=pty.path), entry))
+    try:
+        async with asyncio.timeout(10):
+            while entry.stats.state != "running":
+                await asyncio.sleep(0.01)
+            sim.write_sentences(len(sim.sentences))
+            while len(readings) < len(expected):
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await spool.close()
+    times = [r.time_ns for r in readings]
+    if synchronized:  # 44 years from the gateway's clock: replaced, counted
+        now = clock.now_ns()
+        assert all(abs(t - now) < 60 * 10**9 for t in times)
+        assert entry.stats.dropped_fields == {"clock_skew": len(expected)}
+    else:  # kept as the receiver sent it, untagged
+        assert times == [s.time_ns for s in expected]
+        assert all("clock" not in r.tags for r in readings)
 
 
 # -- the whole gateway -----------------------------------------------------------------
