@@ -22,8 +22,6 @@ P1Version = Literal["2.2", "3", "4", "5"]
 _LINE_DEFAULTS: Final[dict[str, dict[str, Any]]] = {
     "2.2": {"baudrate": 9600, "bytesize": 7, "parity": "E"},
     "3": {"baudrate": 9600, "bytesize": 7, "parity": "E"},
-    "4": {"baudrate": 115200, "bytesize": 8, "parity": "N"},
-    "5": {"baudrate": 115200, "bytesize": 8, "parity": "N"},
 }
 # A DSMR 5 telegram is about 1 KiB; four M-Bus devices and a 1024-character text message
 # (sent hex-encoded, so 2 KiB) still fit well within 8 KiB.
@@ -47,6 +45,17 @@ _VERSION: Final = re.compile(r"(?:1-3:0\.2\.8|0-0:96\.1\.4)\((\d+)\)")
 class DsmrOptions(SerialOptions):
     """Options of the ``dsmr`` driver (see ``devices/dsmr/sample.toml``)."""
 
+    baudrate: int = Field(
+        default=115200,
+        gt=0,
+        description="Line speed in baud; 9600 by default with p1_version 2.2 or 3.",
+    )
+    bytesize: Literal[5, 6, 7, 8] = Field(
+        default=8, description="Data bits per character; 7 by default with p1_version 2.2 or 3."
+    )
+    parity: Literal["N", "E", "O", "M", "S"] = Field(
+        default="N", description='Parity; "E" by default with p1_version 2.2 or 3.'
+    )
     p1_version: P1Version = Field(
         default="5",
         description="The meter's DSMR version: 2.2/3 mean 9600 7E1, 4/5 115200 8N1 and a CRC.",
