@@ -86,6 +86,20 @@ async def test_faults_are_counted_and_polling_goes_on(virtual_port: Any) -> None
     assert rejected.get("no_response", 0) >= 1
 
 
+async def test_a_sensor_answering_twice_never_shifts_the_readings(virtual_port: Any) -> None:
+    pty: SerialPty = virtual_port()
+    sensor = Mhz19Device()
+    sensor.add_faults(*["twice"] * 5)  # type: ignore[list-item]
+    with serving(pty.master_fd, sensor):
+        result = await run_serial_driver(_driver(pty.path), readings=10)
+    # The extra copy is discarded before the next request, never taken as its answer.
+    assert result.fields("co2") == list(range(400, 410))
+    extra = result.stats.rejected.get("unsolicited", 0) + result.stats.rejected.get(
+        "late_answer", 0
+    )
+    assert 1 <= extra <= 5
+
+
 async def test_a_silent_sensor_counts_no_response_and_is_reopened(virtual_port: Any) -> None:
     pty: SerialPty = virtual_port()
     sensor = Mhz19Device()

@@ -3,7 +3,8 @@
 It answers command 0x86 with CO2 = 400 + (n mod 1000) ppm for the ``n``-th answer (so
 a test can tell which answers arrived) and an internal temperature of 25 °C, records
 command 0x79 (automatic baseline correction, no answer) and ignores the rest.
-Misbehaviour on demand: bad checksums, noise, answers to another command, silence::
+Misbehaviour on demand: bad checksums, noise, answers to another command, silence,
+the same answer twice::
 
     sensor = Mhz19Device()
     with serving(pty.master_fd, sensor):
@@ -39,7 +40,7 @@ from gateway.driver import FixedLengthFramer, Framer
 
 __all__ = ["Fault", "Mhz19Device", "main", "serving"]
 
-Fault = Literal["bad_checksum", "noise", "wrong_command", "silent"]
+Fault = Literal["bad_checksum", "noise", "wrong_command", "silent", "twice"]
 
 _NOISE_BYTES: Final = 16
 _TEMPERATURE_C: Final = 25
@@ -92,6 +93,8 @@ class Mhz19Device:
         frame = _answer(READ_CO2, data)
         if fault == "bad_checksum":
             frame = frame[:8] + bytes([frame[8] ^ 0xFF])
+        if fault == "twice":  # a sensor that answers too much
+            frame += frame
         return frame
 
     def due(self, now: float) -> bytes | None:
