@@ -203,9 +203,8 @@ class SerialPort:
 
     async def discard_input(self) -> int:
         """Throw away what the device sent and nobody read yet; return how many bytes."""
-        # Two turns of the loop: bytes already in the OS buffer are delivered first.
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        # No extra turn of the loop here: the caller awaited (a poll's sleep, the previous
+        # answer), and the loop delivers ready bytes before it resumes a sleeping task.
         size = sum(len(f) for f in self._frames) + self.framer.buffered
         first = self._frames[0] if self._frames else self._last_chunk
         self._frames.clear()
