@@ -340,6 +340,7 @@ def test_permission_denied_names_the_group_to_join(tmp_path: Path, virtual_port:
         check=True,
     ).stdout
     assert re.search(
-        rf'permission denied opening {re.escape(pty.path)}: .*group "dialout".*usermod -aG dialout',
+        rf"cannot open serial port {re.escape(pty.path)}: permission denied: "
+        r'user \S+ may not use it; .*group "dialout".*usermod -aG dialout',
         out,
     ), out

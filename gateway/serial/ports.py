@@ -206,13 +206,16 @@ async def resolve_port(port: str, ports: Iterable[PortInfo] | None = None) -> st
 def open_error(path: str, err: BaseException) -> str:
     """Why a port could not be opened, in words a user can act on."""
     code = getattr(err, "errno", None)
+    text = str(err)
     if code == errno.EACCES:
-        return permission_hint(path)
-    if code == errno.ENOENT:
-        return f"{path} does not exist (unplugged, or another name?): {err}"
-    if code == errno.EBUSY or "exclusive" in str(err).lower() or "lock" in str(err).lower():
-        return f"{path} is in use by another program (exclusive open): {err}"
-    return f"cannot open serial port {path}: {err}"
+        detail = permission_hint(path)
+    elif code == errno.ENOENT:
+        detail = f"it does not exist (unplugged, or another name?): {text}"
+    elif code in (errno.EBUSY, errno.EAGAIN) or "lock" in text.lower():
+        detail = f"it is in use by another program (opened exclusively): {text}"
+    else:
+        detail = text
+    return f"cannot open serial port {path}: {detail}"
 
 
 def permission_hint(path: str) -> str:
@@ -224,9 +227,9 @@ def permission_hint(path: str) -> str:
     except (OSError, KeyError):
         group = "dialout"
     return (
-        f"permission denied opening {path}: user {user} may not use it; the port belongs "
-        f'to group "{group}": add the user to it (sudo usermod -aG {group} {user}) and '
-        "restart the gateway (a new group applies to new logins and service starts only)"
+        f"permission denied: user {user} may not use it; the port belongs to group "
+        f'"{group}": add the user to it (sudo usermod -aG {group} {user}) and restart the '
+        "gateway (a new group applies to new logins and service starts only)"
     )
 
 
