@@ -155,7 +155,7 @@ class Gateway:
                 self._place_device(spec)
 
     def _make_hub(self, name: str, config: BrokerSection) -> MqttHub:
-        return MqttHub(name, config)
+        return MqttHub(name, config, state_dir=self.config.state_dir)
 
     def _place_device(self, spec: DeviceSpec, entry: DeviceInput | None = None) -> None:
         """Wire one device into the pipeline and its serial runner or broker hub (not

@@ -226,6 +226,15 @@ class BrokerSection(Options):
 
     _backoff_order = field_validator("reconnect_max")(_not_below("reconnect_initial"))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tls_port(cls, data: Any) -> Any:
+        # MQTT over TLS listens on 8883 (IANA); 1883 with TLS would fail in the handshake.
+        tls = isinstance(data, dict) and any(data.get(k) for k in ("tls", "ca_file", "cert_file"))
+        if tls and "port" not in data:
+            return {**data, "port": 8883}
+        return data
+
     @model_validator(mode="after")
     def _key_with_cert(self) -> BrokerSection:
         if self.key_file is not None and self.cert_file is None:

@@ -112,6 +112,10 @@ class MqttOptions(Options):
     max_payload_bytes: Size = Field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, description="A larger payload is rejected unread."
     )
+    stale_after: Duration | None = Field(
+        default=None,
+        description="Flag the device stale after this long without a reading (unset: never).",
+    )
 
 
 OptionsT = TypeVar("OptionsT", bound=Options)

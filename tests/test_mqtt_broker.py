@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,8 @@ from gateway.app import Gateway
 from gateway.config import config_from_dict
 
 pytestmark = pytest.mark.integration
+
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 
 
 async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -155,3 +161,148 @@ async def test_persistent_session_keeps_messages_published_while_the_gateway_was
             await task
     connected = [e for e in logs if e["event"] == "connected to MQTT broker"]
     assert connected[0]["session_present"] is True
+
+
+def _dynsec_config(path: Path, prefix: str) -> None:
+    """mosquitto's dynamic-security plugin file: user gw/pw may publish and subscribe under
+    ``prefix/open/`` only. (mosquitto's plain acl_file never refuses a SUBSCRIBE; it
+    filters deliveries instead, so the client is never told.)"""
+    subprocess.run(
+        [
+            shutil.which("mosquitto_ctrl") or "mosquitto_ctrl",
+            "dynsec",
+            "init",
+            str(path),
+            "gw",
+            "pw",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    doc = json.loads(path.read_text())
+    doc["roles"][0]["acls"] = [
+        {"acltype": kind, "topic": f"{prefix}/open/#", "allow": True}
+        for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")
+    ]
+    path.write_text(json.dumps(doc))
+
+
+async def test_a_subscription_the_broker_refuses_makes_that_device_refused_with_the_reason(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
+) -> None:
+    dynsec = tmp_path / "dynsec.json"
+    _dynsec_config(dynsec, unique_name)
+    broker = mosquitto_factory(
+        extra_conf=(
+            f"allow_anonymous false\nplugin {DYNSEC_PLUGIN}\nplugin_opt_config_file {dynsec}\n"
+        )
+    )
+    config = config_from_dict(
+        {
+            "gateway": {"state_dir": str(tmp_path / "state"), "clock_sync_check": False},
+            "sinks": {"local": {"flush_interval": 0.05}},
+            "brokers": {
+                "home": {
+                    "host": "127.0.0.1",
+                    "port": broker.port,
+                    "username": "gw",
+                    "password": "pw",
+                }
+            },
+            "devices": {
+                "open": {"driver": "json", "broker": "home", "topics": [f"{unique_name}/open/+"]},
+                "closed": {
+                    "driver": "json",
+                    "broker": "home",
+                    "topics": [f"{unique_name}/closed/+"],
+                },
+            },
+        }
+    )
+    gateway = Gateway(config)
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run())
+        try:
+            hub = gateway.hubs["home"]
+            await _until(lambda: hub.stats.state == "connected")
+            await _publish(
+                broker.port, f"{unique_name}/open/a", b'{"t": 1}', username="gw", password="pw"
+            )
+            await _until(lambda: gateway.pipeline.devices["open"].stats.readings == 1)
+        finally:
+            gateway.stop()
+            await task
+    closed = gateway.pipeline.devices["closed"].stats
+    assert closed.state == "refused"
+    assert "Not authorized" in closed.last_error
+    assert f"{unique_name}/closed/+" in closed.last_error
+    assert gateway.pipeline.devices["open"].stats.state != "refused"
+    assert hub.stats.refused == {f"{unique_name}/closed/+": "Not authorized"}
+    refusals = [e for e in logs if e["event"] == "MQTT broker refused a subscription"]
+    assert [(e["device"], e["reason"]) for e in refusals] == [("closed", "Not authorized")]
+
+
+async def test_a_client_id_takeover_is_reported_and_counted(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
+) -> None:
+    broker = mosquitto_factory()
+    gateway = Gateway(_config(tmp_path, broker.port, unique_name, client_id=unique_name))
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run())
+        try:
+            hub = gateway.hubs["home"]
+            await _until(lambda: hub.stats.state == "connected")
+            # Another client with the same id, again and again: the broker hands it our
+            # session each time (mosquitto 2.0 just closes our connection).
+            for _ in range(8):
+                with contextlib.suppress(aiomqtt.MqttError):
+                    async with aiomqtt.Client(
+                        "127.0.0.1",
+                        broker.port,
+                        identifier=unique_name,
+                        protocol=aiomqtt.ProtocolVersion.V5,
+                        clean_start=False,
+                    ):
+                        await asyncio.sleep(0.3)
+                if hub.stats.takeovers:
+                    break
+                await _until(lambda: hub.stats.state == "connected")
+            assert hub.stats.takeovers >= 1
+        finally:
+            gateway.stop()
+            await task
+    events = [e for e in logs if e["event"].startswith("MQTT session taken over")]
+    assert events
+    assert events[0]["log_level"] == "error"
+    assert "client_id must be unique" in events[0]["error"]
+
+
+async def test_a_silent_device_with_stale_after_goes_stale_and_back(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
+) -> None:
+    broker = mosquitto_factory()
+    config = config_from_dict(
+        {
+            "gateway": {"state_dir": str(tmp_path / "state"), "clock_sync_check": False},
+            "sinks": {"local": {"flush_interval": 0.05}},
+            "brokers": {"home": {"host": "127.0.0.1", "port": broker.port}},
+            "devices": {
+                "quiet": {
+                    "driver": "json",
+                    "broker": "home",
+                    "topics": [f"{unique_name}/q"],
+                    "stale_after": 0.5,
+                }
+            },
+        }
+    )
+    gateway = Gateway(config)
+    task = asyncio.create_task(gateway.run())
+    try:
+        stats = gateway.pipeline.devices["quiet"].stats
+        await _until(lambda: stats.stale)
+        await _publish(broker.port, f"{unique_name}/q", b'{"t": 1}')
+        await _until(lambda: not stats.stale)
+    finally:
+        gateway.stop()
+        await task

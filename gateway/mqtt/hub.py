@@ -18,23 +18,31 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from gateway.backoff import Backoff
-from gateway.config import BrokerSection, default_client_id
+from gateway.config import BrokerSection
 from gateway.delivery.spool import Spool
 from gateway.driver import MqttDriver
 from gateway.errors import RejectedInput
 from gateway.mqtt.acks import AckWindow
 from gateway.mqtt.client import MqttConnection
+from gateway.mqtt.clientid import installation_client_id
 from gateway.mqtt.wire import MqttError, reason_text
 from gateway.pipeline.intake import DeviceInput
 
 # Routing results are cached per topic; a gateway sees a bounded set of topics, but a
 # misbehaving publisher could invent endless ones, so the cache is capped.
 ROUTE_CACHE_SIZE = 10_000
+# A connection the broker closes this soon after it began counts as short-lived; this
+# many in a row are reported as a probable client-id takeover.
+SHORT_LIVED_S = 5.0
+SUSPECT_TAKEOVER_AFTER = 3
+# How often devices with stale_after are checked.
+STALE_CHECK_S = 1.0
 # MQTT 5 session expiry meaning "never": the broker keeps our session and its queue like
 # a 3.1.1 clean_session = false session.
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
@@ -60,14 +68,17 @@ class BrokerStats:
     acked: int = 0
     unacked: int = 0
     early_commits: int = 0
+    takeovers: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class MqttHub:
     """Owns one broker connection and routes its messages to devices."""
 
-    def __init__(self, name: str, config: BrokerSection) -> None:
+    def __init__(self, name: str, config: BrokerSection, state_dir: Path | None = None) -> None:
         self.name = name
         self.config = config
+        self.state_dir = state_dir
         self.stats = BrokerStats()
         self._routes: list[_Route] = []
         self._cache: dict[str, list[_Route]] = {}
@@ -103,7 +114,7 @@ class MqttHub:
         await conn.open(
             cfg.host,
             cfg.port,
-            client_id=cfg.client_id or default_client_id(),
+            client_id=cfg.client_id or installation_client_id(self.state_dir),
             keepalive=cfg.keepalive,
             username=cfg.username,
             password=cfg.resolved_password(),
@@ -130,7 +141,17 @@ class MqttHub:
                 filters[topic] = max(filters.get(topic, 0), qos)
         self.stats.subscriptions = sorted(filters)
         where = f"{cfg.host}:{cfg.port}"
+        stale = asyncio.create_task(self._watch_stale())
+        try:
+            await self._run(filters, backoff, where)
+        finally:
+            stale.cancel()
+
+    async def _run(self, filters: dict[str, int], backoff: Backoff, where: str) -> None:
+        cfg = self.config
         disconnected_at = time.monotonic()
+        connected_at = 0.0
+        short_lived = 0  # connections in a row the broker closed right after they began
         while True:
             try:
                 conn = await self._connect()
@@ -158,6 +179,7 @@ class MqttHub:
                             gap_s=round(time.monotonic() - disconnected_at, 1),
                         )
                     backoff.reset()
+                    connected_at = time.monotonic()
                     await conn.wait_closed()
                     raise MqttError("the connection ended")
                 except asyncio.CancelledError:
@@ -172,17 +194,38 @@ class MqttHub:
                     self._acks = None
                     conn.abort()
             except (MqttError, ssl.SSLError, OSError) as err:
+                now = time.monotonic()
                 if self.stats.state == "connected":
-                    disconnected_at = time.monotonic()
+                    disconnected_at = now
+                    # mosquitto 2.0 closes a taken-over connection without saying why
+                    # (MQTT 5 brokers may send reason 0x8E); two clients with one id
+                    # then throw each other out again and again.
+                    short_lived = short_lived + 1 if now - connected_at < SHORT_LIVED_S else 0
                 self.stats.state = "disconnected"
-                self.stats.last_error = str(err)
                 delay = backoff.next()
-                # A broker that is away is routine; a TLS or socket setup error needs a fix.
-                transient = isinstance(err, MqttError)
+                taken_over = "session taken over" in str(err)
+                if not taken_over and short_lived >= SUSPECT_TAKEOVER_AFTER:
+                    short_lived = 0
+                    taken_over = True
+                    err = MqttError(
+                        f"{err}; the broker closed our connection {SUSPECT_TAKEOVER_AFTER} times "
+                        "right after it began: another client probably uses our client id "
+                        "(brokers.*.client_id must be unique per gateway)"
+                    )
+                if taken_over:
+                    self.stats.takeovers += 1
+                self.stats.last_error = str(err)
+                # A broker that is away is routine; a TLS or socket setup error, or
+                # another client taking our session over, needs a fix.
+                transient = isinstance(err, MqttError) and not taken_over
+                if taken_over:
+                    event = "MQTT session taken over by another client with our client id"
+                elif transient:
+                    event = "MQTT broker unreachable; reconnecting"
+                else:
+                    event = "MQTT connection setup failed; retrying"
                 (self._log.warning if transient else self._log.error)(
-                    "MQTT broker unreachable; reconnecting"
-                    if transient
-                    else "MQTT connection setup failed; retrying",
+                    event,
                     address=where,
                     error=_explain(err),
                     retry_in_s=round(delay, 1),
@@ -203,17 +246,53 @@ class MqttHub:
                 acks.received(mid, qos)
 
     def _check_subscriptions(self, filters: dict[str, int], granted: list[int]) -> None:
-        for (topic, _), code in zip(filters.items(), granted, strict=True):
-            if code >= 0x80:
-                reason = reason_text(code, self.config.protocol == "5")
-                self._log.error(
-                    "MQTT broker refused a subscription",
-                    topic=topic,
-                    reason=reason,
-                    devices=[
-                        r.entry.name for r in self._routes if topic in r.driver.subscriptions()
-                    ],
+        """A refused filter makes its devices ``refused``, with the broker's reason."""
+        refused = {
+            topic: reason_text(code, self.config.protocol == "5")
+            for (topic, _), code in zip(filters.items(), granted, strict=True)
+            if code >= 0x80
+        }
+        self.stats.refused = refused
+        for route in self._routes:
+            stats = route.entry.stats
+            mine = {t: r for t, r in refused.items() if t in route.driver.subscriptions()}
+            if mine:
+                stats.state = "refused"
+                stats.last_error = "; ".join(
+                    f"the broker refused the subscription {t!r}: {r}" for t, r in mine.items()
                 )
+                for topic, reason in mine.items():
+                    route.entry.log.error(
+                        "MQTT broker refused a subscription",
+                        broker=self.name,
+                        topic=topic,
+                        reason=reason,
+                        hint="check the broker's ACL for this user and topic",
+                    )
+            elif stats.state == "refused":
+                stats.state = "running"
+                stats.last_error = ""
+
+    async def _watch_stale(self) -> None:
+        """Flag devices with ``stale_after`` that sent nothing for that long."""
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(STALE_CHECK_S)
+            now = time.monotonic()
+            for route in self._routes:
+                limit = route.driver.options.stale_after
+                stats = route.entry.stats
+                if limit is None or stats.stale:
+                    continue
+                silent = now - (stats.last_reading_at or started)
+                if silent >= limit:
+                    stats.stale = True
+                    route.entry.log.warning(
+                        "device silent: no reading for longer than stale_after",
+                        broker=self.name,
+                        silent_s=round(silent, 1),
+                        stale_after_s=limit,
+                    )
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         self.stats.messages += 1
