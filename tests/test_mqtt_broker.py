@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from servers import MosquittoFactory
 from structlog.testing import capture_logs
 
@@ -306,3 +308,45 @@ async def test_a_silent_device_with_stale_after_goes_stale_and_back(
     finally:
         gateway.stop()
         await task
+
+
+async def test_messages_the_broker_dropped_while_we_were_away_are_reported_and_counted(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
+) -> None:
+    """mosquitto with its default queue limit (1000), gateway away, 1,500 QoS 1 published:
+    500 are dropped by the broker. Before, the gateway logged a normal reconnect."""
+    broker = mosquitto_factory(extra_conf="max_queued_messages 1000\nsys_interval 1\n")
+    config = _config(tmp_path, broker.port, unique_name, client_id=unique_name)
+    gateway = Gateway(config)
+    task = asyncio.create_task(gateway.run())
+    try:
+        hub = gateway.hubs["home"]
+        await _until(lambda: hub.stats.broker_dropped is not None)  # the counter before
+    finally:
+        gateway.stop()
+        await task
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.max_inflight_messages_set(100)
+    await asyncio.to_thread(client.connect, "127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(f"{unique_name}/attic", b'{"t": 1}', qos=1) for _ in range(1500)]
+        await asyncio.to_thread(lambda: [i.wait_for_publish(10) for i in infos])
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    await asyncio.sleep(2.5)  # the broker updates $SYS every sys_interval
+    gateway = Gateway(config)
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run())
+        try:
+            hub = gateway.hubs["home"]
+            await _until(lambda: hub.stats.possible_loss >= 1, timeout=15)
+            await _until(lambda: gateway.pipeline.devices["room"].stats.readings == 1000)
+        finally:
+            gateway.stop()
+            await task
+    events = [e for e in logs if "possible loss" in e["event"]]
+    assert len(events) == 1
+    assert events[0]["dropped"] == 500
+    assert events[0]["evidence"] == "$SYS/broker/publish/messages/dropped"

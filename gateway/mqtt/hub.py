@@ -15,6 +15,7 @@ is the only buffer, and TCP flow control holds what we cannot take yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from gateway.errors import RejectedInput
 from gateway.mqtt.acks import AckWindow
 from gateway.mqtt.client import MqttConnection
 from gateway.mqtt.clientid import installation_client_id
+from gateway.mqtt.losswatch import DROPPED_TOPIC, LossWatch
 from gateway.mqtt.wire import MqttError, reason_text
 from gateway.pipeline.intake import DeviceInput
 
@@ -69,6 +71,8 @@ class BrokerStats:
     unacked: int = 0
     early_commits: int = 0
     takeovers: int = 0
+    possible_loss: int = 0
+    broker_dropped: int | None = None
     refused: dict[str, str] = field(default_factory=dict)
 
 
@@ -84,6 +88,7 @@ class MqttHub:
         self._cache: dict[str, list[_Route]] = {}
         self._log = structlog.get_logger("gateway.mqtt").bind(broker=name)
         self._acks: AckWindow | None = None
+        self._loss = LossWatch(name, state_dir)
 
     def add_device(self, driver: MqttDriver[Any], entry: DeviceInput) -> None:
         """Route matching messages to ``driver`` (before :meth:`run`)."""
@@ -159,6 +164,10 @@ class MqttHub:
                 try:
                     granted = await conn.subscribe(list(filters.items()))
                     self._check_subscriptions(filters, granted)
+                    # Evidence of loss at the broker (mosquitto); other brokers may
+                    # refuse or ignore it, which changes nothing else.
+                    with contextlib.suppress(MqttError):
+                        await conn.subscribe([(DROPPED_TOPIC, 0)])
                     self.stats.state = "connected"
                     self.stats.connects += 1
                     self._log.info(
@@ -171,6 +180,7 @@ class MqttHub:
                     )
                     if self.stats.connects > 1 and not conn.session_present:
                         self.stats.sessions_lost += 1
+                        self.stats.possible_loss += 1
                         self._log.warning(
                             "MQTT broker did not keep our session (restarted without "
                             "persistence?): QoS 1 messages published while we were "
@@ -234,6 +244,9 @@ class MqttHub:
 
     def _on_message(self, topic: str | None, payload: bytes, qos: int, mid: int) -> None:
         """Each PUBLISH, on the event loop: spool it, then note the acknowledgement due."""
+        if topic == DROPPED_TOPIC:
+            self._broker_dropped(payload)
+            return
         if topic is None:
             # Not valid MQTT (topics are UTF-8); nothing to route, nothing to keep.
             self.stats.messages += 1
@@ -244,6 +257,20 @@ class MqttHub:
             acks = self._acks
             if acks is not None:
                 acks.received(mid, qos)
+
+    def _broker_dropped(self, payload: bytes) -> None:
+        new = self._loss.dropped(payload)
+        self.stats.broker_dropped = self._loss.last_seen
+        if new:
+            self.stats.possible_loss += 1
+            self._log.warning(
+                "MQTT broker dropped messages: some may have been ours (possible loss)",
+                dropped=new,
+                broker_dropped_total=self._loss.last_seen,
+                evidence=DROPPED_TOPIC,
+                hint="the broker's queue for a client was full: raise max_queued_messages "
+                "(and max_queued_bytes) on the broker, see docs/delivery.md",
+            )
 
     def _check_subscriptions(self, filters: dict[str, int], granted: list[int]) -> None:
         """A refused filter makes its devices ``refused``, with the broker's reason."""

@@ -111,6 +111,10 @@ def status_document(
                 "acked": h.stats.acked,
                 "unacked": h.stats.unacked,
                 "early_commits": h.stats.early_commits,
+                "possible_loss": h.stats.possible_loss,
+                "broker_dropped": h.stats.broker_dropped,
+                "takeovers": h.stats.takeovers,
+                "refused": dict(h.stats.refused),
                 "last_error": h.stats.last_error,
             }
             for name, h in gw.hubs.items()

@@ -1,0 +1,64 @@
+"""Evidence that the broker dropped messages meant for us, from what the broker says.
+
+A subscriber cannot see a message the broker never sent. What it can see: mosquitto's
+``$SYS/broker/publish/messages/dropped`` (a broker-wide counter: messages dropped
+because a session queue was full, ``max_queued_messages``), and the broker not keeping
+our session. The last counter value seen is kept in the state directory, so a rise while
+the gateway was stopped is noticed at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import structlog
+
+DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
+
+log = structlog.get_logger("gateway.mqtt")
+
+
+class LossWatch:
+    """Compares the broker's dropped counter with the last value seen (kept on disk)."""
+
+    def __init__(self, broker: str, state_dir: Path | None) -> None:
+        self.broker = broker
+        self._path = None if state_dir is None else state_dir / f"mqtt-{broker}-broker.json"
+        self.last_seen: int | None = self._load()
+
+    def dropped(self, payload: bytes) -> int:
+        """The counter's new value arrived; return how many drops are new (0 if none)."""
+        try:
+            value = int(payload.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            return 0
+        previous, self.last_seen = self.last_seen, value
+        if previous != value:
+            self._save(value)
+        # A smaller value: the broker restarted and counts from 0 again.
+        if previous is None:
+            return 0
+        return value - previous if value > previous else 0
+
+    def _load(self) -> int | None:
+        if self._path is None:
+            return None
+        try:
+            value = json.loads(self._path.read_text())["dropped"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return value if isinstance(value, int) else None
+
+    def _save(self, value: int) -> None:
+        if self._path is None:
+            return
+        try:
+            tmp = self._path.with_name(f".{self._path.name}.tmp")
+            tmp.write_text(json.dumps({"dropped": value}))
+            os.replace(tmp, self._path)
+        except OSError as err:
+            log.warning(
+                "cannot keep the broker's dropped counter", path=str(self._path), error=str(err)
+            )
