@@ -350,3 +350,35 @@ async def test_messages_the_broker_dropped_while_we_were_away_are_reported_and_c
     assert len(events) == 1
     assert events[0]["dropped"] == 500
     assert events[0]["evidence"] == "$SYS/broker/publish/messages/dropped"
+
+
+async def test_filters_no_device_uses_any_more_are_unsubscribed(
+    tmp_path: Path, mosquitto_factory: MosquittoFactory, unique_name: str
+) -> None:
+    """The persistent session keeps an old configuration's subscriptions; without the
+    unsubscribe their messages keep arriving (counted unrouted) and queue while away."""
+    broker = mosquitto_factory()
+    old = _config(tmp_path, broker.port, f"{unique_name}/old", client_id=unique_name)
+    gateway = Gateway(old)
+    task = asyncio.create_task(gateway.run())
+    try:
+        await _until(lambda: gateway.hubs["home"].stats.state == "connected")
+    finally:
+        gateway.stop()
+        await task
+    gateway = Gateway(_config(tmp_path, broker.port, f"{unique_name}/new", client_id=unique_name))
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run())
+        try:
+            hub = gateway.hubs["home"]
+            await _until(lambda: hub.stats.state == "connected")
+            await _publish(broker.port, f"{unique_name}/old/x", b'{"t": 1}')
+            await _publish(broker.port, f"{unique_name}/new/x", b'{"t": 2}')
+            await _until(lambda: gateway.pipeline.devices["room"].stats.readings == 1)
+            await asyncio.sleep(0.2)
+        finally:
+            gateway.stop()
+            await task
+    assert hub.stats.unrouted == 0
+    gone = [e for e in logs if e["event"].startswith("unsubscribed topic filters")]
+    assert [e["filters"] for e in gone] == [[f"{unique_name}/old/+"]]

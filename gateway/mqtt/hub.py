@@ -164,6 +164,7 @@ class MqttHub:
                 try:
                     granted = await conn.subscribe(list(filters.items()))
                     self._check_subscriptions(filters, granted)
+                    await self._unsubscribe_unused(conn, filters)
                     # Evidence of loss at the broker (mosquitto); other brokers may
                     # refuse or ignore it, which changes nothing else.
                     with contextlib.suppress(MqttError):
@@ -257,6 +258,14 @@ class MqttHub:
             acks = self._acks
             if acks is not None:
                 acks.received(mid, qos)
+
+    async def _unsubscribe_unused(self, conn: MqttConnection, filters: dict[str, int]) -> None:
+        """Drop filters an earlier configuration subscribed: the session still has them."""
+        unused = [f for f in self._loss.filters if f not in filters]
+        if unused and conn.session_present:
+            await conn.unsubscribe(unused)
+            self._log.info("unsubscribed topic filters no device uses any more", filters=unused)
+        self._loss.remember_filters(sorted(filters))
 
     def _broker_dropped(self, payload: bytes) -> None:
         new = self._loss.dropped(payload)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -21,12 +22,27 @@ log = structlog.get_logger("gateway.mqtt")
 
 
 class LossWatch:
-    """Compares the broker's dropped counter with the last value seen (kept on disk)."""
+    """Compares the broker's dropped counter with the last value seen (kept on disk).
+
+    Also keeps the topic filters our session was subscribed to, so filters no device
+    uses any more can be unsubscribed (a persistent session keeps them otherwise).
+    """
 
     def __init__(self, broker: str, state_dir: Path | None) -> None:
         self.broker = broker
         self._path = None if state_dir is None else state_dir / f"mqtt-{broker}-broker.json"
-        self.last_seen: int | None = self._load()
+        doc = self._load()
+        value = doc.get("dropped")
+        self.last_seen: int | None = value if isinstance(value, int) else None
+        filters = doc.get("filters")
+        self.filters: list[str] = (
+            [f for f in filters if isinstance(f, str)] if isinstance(filters, list) else []
+        )
+
+    def remember_filters(self, filters: list[str]) -> None:
+        if filters != self.filters:
+            self.filters = list(filters)
+            self._save()
 
     def dropped(self, payload: bytes) -> int:
         """The counter's new value arrived; return how many drops are new (0 if none)."""
@@ -36,27 +52,27 @@ class LossWatch:
             return 0
         previous, self.last_seen = self.last_seen, value
         if previous != value:
-            self._save(value)
+            self._save()
         # A smaller value: the broker restarted and counts from 0 again.
         if previous is None:
             return 0
         return value - previous if value > previous else 0
 
-    def _load(self) -> int | None:
+    def _load(self) -> dict[str, Any]:
         if self._path is None:
-            return None
+            return {}
         try:
-            value = json.loads(self._path.read_text())["dropped"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return value if isinstance(value, int) else None
+            doc = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
 
-    def _save(self, value: int) -> None:
+    def _save(self) -> None:
         if self._path is None:
             return
         try:
             tmp = self._path.with_name(f".{self._path.name}.tmp")
-            tmp.write_text(json.dumps({"dropped": value}))
+            tmp.write_text(json.dumps({"dropped": self.last_seen, "filters": self.filters}))
             os.replace(tmp, self._path)
         except OSError as err:
             log.warning(
