@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from structlog.testing import capture_logs
 
 from devices.line import LineDriver, LineOptions
 from gateway.delivery.spool import Spool
-from gateway.driver import NoResponse, RawSample, SerialPort
+from gateway.driver import FixedLengthFramer, NoResponse, RawSample, SerialPort
 from gateway.errors import DeviceUnavailable
 from gateway.pipeline.intake import DeviceInput, Pipeline
 from gateway.pipeline.normalize import NormalizeConfig
 from gateway.serial import ports as ports_module
 from gateway.serial.ports import AmbiguousPort, PortInfo, find_port, parse_selector
 from gateway.serial.runner import open_port, run_serial_device
-from gateway.testing import PluggableSerialPty, ScriptedDevice, SerialPty
+from gateway.testing import PluggableSerialPty, ScriptedDevice, SerialPty, run_serial_driver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -344,3 +345,50 @@ def test_permission_denied_names_the_group_to_join(tmp_path: Path, virtual_port:
         r'user \S+ may not use it; .*group "dialout".*usermod -aG dialout',
         out,
     ), out
+
+
+# --- a binary stream device sending garbage, bad checksums and truncated frames -----------
+
+
+def _pm_frame(pm25: int) -> bytes:
+    """An SDS011-like 10-byte frame: AA C0 <pm2.5 lo hi> <pm10 lo hi> <id id> <sum> AB."""
+    data = pm25.to_bytes(2, "little") + (2 * pm25).to_bytes(2, "little") + b"\x01\x02"
+    return b"\xaa\xc0" + data + bytes([sum(data) & 0xFF]) + b"\xab"
+
+
+class _Particles(LineDriver):
+    """A binary stream driver on the stock FixedLengthFramer (a test driver)."""
+
+    def framer(self) -> FixedLengthFramer:
+        return FixedLengthFramer(
+            10, header=b"\xaa", trailer=b"\xab", checksum=lambda f: sum(f[2:8]) & 0xFF == f[8]
+        )
+
+    def parse(self, frame: bytes) -> list[RawSample]:
+        return [RawSample({"pm25": int.from_bytes(frame[2:4], "little")})]
+
+
+async def test_a_flood_of_bad_frames_is_counted_exactly_and_logged_a_few_times(
+    virtual_port: MakePort, scripted_device: MakeDevice
+) -> None:
+    pty = virtual_port()
+    stream = bytearray()
+    for n in range(300):
+        bad = bytearray(_pm_frame(n))
+        bad[8] ^= 0xFF  # wrong checksum
+        stream += bytes(bad) + _pm_frame(n) + _pm_frame(n)[:5]  # and a truncated one
+    stream += _pm_frame(999)
+    scripted_device(pty).send(bytes(stream), delay=0.3)
+    driver = _Particles("pm", LineOptions(port=pty.path))
+    with capture_logs() as logs:
+        run = await run_serial_driver(driver, until=lambda r: 999 in r.fields("pm25"))
+    assert run.fields("pm25") == [*range(300), 999]
+    assert run.stats.rejected["checksum"] == 300
+    # A truncated frame is read as a frame whose trailer is wrong, then resynced on (the
+    # bytes skipped on the way are "garbage"); header bytes inside the data add a few more.
+    assert run.stats.rejected["malformed"] >= 300 - 1
+    assert run.stats.rejected["garbage"] >= 300 - 1
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert len(warnings) < 50, (
+        f"{len(warnings)} warnings for {sum(run.stats.rejected.values())} rejections"
+    )
