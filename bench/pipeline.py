@@ -295,6 +295,64 @@ def run_once(
     }
 
 
+def run_backlog(tmp: Path, messages: int, devices: int, publishers: int = 1) -> dict[str, Any]:
+    """A QoS 1 backlog of ``messages`` waits at the broker for the gateway's persistent
+    session; then the gateway starts and drains it. Peak RSS and the drain rate."""
+    mosq = QuietMosquitto(tmp / "mosquitto", extra_conf="max_queued_messages 0\n").start()
+    vm = VictoriaMetrics(tmp / "vm").start()
+    gw = GatewayProcess(tmp / "gw", gateway_config(mosq.port, vm.url, devices, 1))
+    pub: Publishers | None = None
+    try:
+        gw.start()
+        gw.wait_for_log("connected to MQTT broker")  # the session exists
+        assert gw.stop() == 0
+        pub = Publishers(mosq.port, 1, messages, devices, publishers)
+        pub.go()
+        pub_result = pub.results(timeout=1800.0)
+        if pub_result is None:
+            raise RuntimeError("publisher failed")
+        target = messages * FIELDS
+        base_rows = vm_rows_inserted(vm)
+        t_go = time.monotonic()
+        gw.start()
+        assert gw.proc is not None
+        pid = gw.proc.pid
+        rows, last_rows, last_change = 0, -1, t_go
+        rss_max = 0
+        while rows < target:
+            time.sleep(0.2)
+            rows = vm_rows_inserted(vm) - base_rows
+            rss_max = max(rss_max, status_kib(pid, "VmRSS"))
+            now = time.monotonic()
+            if rows != last_rows:
+                last_rows, last_change = rows, now
+            if now - last_change > 60.0:
+                print(f"  stalled at {rows} of {target} rows", file=sys.stderr)
+                break
+        t_done = time.monotonic()
+        peak = status_kib(pid, "VmHWM")
+        cpu = cpu_seconds(pid)
+        vm.force_flush()
+        stored = vm.count_points(f'{{__name__=~"{MEASUREMENT}_.+"}}')
+        gw.stop()
+    finally:
+        if pub is not None:
+            pub.kill()
+        gw.close()
+        vm.stop()
+        mosq.stop()
+    return {
+        "backlog_messages": messages,
+        "publish_rate_per_s": round(messages / (pub_result["t_end"] - pub_result["t_start"])),
+        "drain_s": round(t_done - t_go, 1),
+        "drain_readings_per_s": round(messages / (t_done - t_go)),
+        "gateway_peak_rss_mb": round(peak / 1024, 1),
+        "gateway_cpu_s_incl_start": round(cpu, 2),
+        "points_expected": target,
+        "points_stored": stored,
+    }
+
+
 def run_baseline(
     tmp: Path, kind: str, qos: int, messages: int, devices: int, publishers: int = 1
 ) -> dict[str, Any]:
@@ -477,7 +535,24 @@ def main() -> int:
     ap.add_argument(
         "--no-baselines", action="store_true", help="skip the count-only paho/aiomqtt subscribers"
     )
+    ap.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="instead: a QoS 1 backlog of this many messages waiting at the broker, drained",
+    )
     args = ap.parse_args()
+    if args.backlog:
+        with tempfile.TemporaryDirectory(prefix="bench-backlog-") as tmp_name:
+            r = run_backlog(Path(tmp_name), args.backlog, args.devices, args.publishers)
+        print(
+            f"backlog of {r['backlog_messages']:,} QoS 1 messages (published at "
+            f"{r['publish_rate_per_s']:,}/s): drained in {r['drain_s']} s = "
+            f"{r['drain_readings_per_s']:,}/s, gateway peak RSS {r['gateway_peak_rss_mb']} MB "
+            f"(goal ≤ 80), points stored {r['points_stored']:,} of {r['points_expected']:,}"
+        )
+        write_result("pipeline-backlog", {"backlog": r})
+        return 0
 
     quiet = wait_quiet()
     runs: list[dict[str, Any]] = []
