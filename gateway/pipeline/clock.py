@@ -4,6 +4,10 @@ Linux keeps the answer in the kernel: ``adjtimex`` returns ``TIME_ERROR`` while 
 ``STA_UNSYNC`` status is set, i.e. until an NTP client (systemd-timesyncd, chrony,
 ntpd) has disciplined the clock. Readings taken before that are flagged with the tag
 ``clock=unsynced`` rather than silently stamped with a wrong time.
+
+Under the hardened systemd unit (``ProtectClock=``) even this read-only ``adjtimex`` is
+refused; then systemd-timesyncd's own flag answers: while it runs, its runtime directory
+exists, and it creates ``synchronized`` there once it has set the clock.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+from pathlib import Path
 
 TIME_ERROR = 5
 UNSYNCED_TAG = ("clock", "unsynced")
+TIMESYNCD_RUN_DIR = Path("/run/systemd/timesync")
 
 
 @functools.cache
@@ -42,6 +48,17 @@ def clock_synchronized() -> bool | None:
         state = libc.adjtimex(buf)
     except (OSError, AttributeError):
         return None
-    if state < 0:
-        return None
+    if state < 0:  # EPERM under ProtectClock=
+        return timesyncd_synchronized()
     return bool(state != TIME_ERROR)
+
+
+def timesyncd_synchronized(run_dir: Path | None = None) -> bool | None:
+    """systemd-timesyncd's answer; None when it does not run (chrony, ntpd: unknown)."""
+    run_dir = TIMESYNCD_RUN_DIR if run_dir is None else run_dir
+    try:
+        if not run_dir.is_dir():
+            return None
+        return (run_dir / "synchronized").exists()
+    except OSError:
+        return None
