@@ -108,6 +108,8 @@ class MqttConnection:
         if code != 0:
             self.abort()
             text = wire.reason_text(code, self.v5)
+            if self.v5 and code in (1, 0x84):
+                text = 'the broker does not speak MQTT 5: set protocol = "3.1.1"'
             raise MqttError(f"connection refused: {text}" + (f" ({reason})" if reason else ""))
         self.session_present = present
         self._pinger = self._loop.create_task(self._ping(keepalive))

@@ -89,6 +89,7 @@ class MqttHub:
         self._log = structlog.get_logger("gateway.mqtt").bind(broker=name)
         self._acks: AckWindow | None = None
         self._loss = LossWatch(name, state_dir)
+        self._default_id: str | None = None
 
     def add_device(self, driver: MqttDriver[Any], entry: DeviceInput) -> None:
         """Route matching messages to ``driver`` (before :meth:`run`)."""
@@ -119,7 +120,7 @@ class MqttHub:
         await conn.open(
             cfg.host,
             cfg.port,
-            client_id=cfg.client_id or installation_client_id(self.state_dir),
+            client_id=self._client_id(),
             keepalive=cfg.keepalive,
             username=cfg.username,
             password=cfg.resolved_password(),
@@ -128,6 +129,13 @@ class MqttHub:
             session_expiry=SESSION_NEVER_EXPIRES,
         )
         return conn
+
+    def _client_id(self) -> str:
+        if self.config.client_id:
+            return self.config.client_id
+        if self._default_id is None:  # read (or made) once: file I/O
+            self._default_id = installation_client_id(self.state_dir)
+        return self._default_id
 
     def _spool(self) -> Spool | None:
         return self._routes[0].entry.pipeline.spool if self._routes else None

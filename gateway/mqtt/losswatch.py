@@ -9,8 +9,10 @@ the gateway was stopped is noticed at the next start.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +70,22 @@ class LossWatch:
         return doc if isinstance(doc, dict) else {}
 
     def _save(self) -> None:
+        """Write the file off the event loop (when one runs): nothing blocks the loop."""
         if self._path is None:
             return
+        text = json.dumps({"dropped": self.last_seen, "filters": self.filters})
         try:
-            tmp = self._path.with_name(f".{self._path.name}.tmp")
-            tmp.write_text(json.dumps({"dropped": self.last_seen, "filters": self.filters}))
-            os.replace(tmp, self._path)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(self._path, text)
+        else:
+            loop.run_in_executor(None, self._write, self._path, text)
+
+    @staticmethod
+    def _write(path: Path, text: str) -> None:
+        try:
+            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
         except OSError as err:
-            log.warning(
-                "cannot keep the broker's dropped counter", path=str(self._path), error=str(err)
-            )
+            log.warning("cannot keep the broker's state", path=str(path), error=str(err))
