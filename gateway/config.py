@@ -815,11 +815,36 @@ def _cross_checks(
             )
         if isinstance(opts, SerialOptions):
             other = ports.setdefault(os.path.realpath(opts.port), name)
-            if other != name:
-                problems.append(
-                    (f"{where}.port", f'"{opts.port}" is already used by device "{other}"')
-                )
+            if other != name and (why := _bus_problem(spec, devices[other])):
+                problems.append((f"{where}.port", why))
     return problems
+
+
+def _bus_problem(spec: DeviceSpec, first: DeviceSpec) -> str | None:
+    """Why ``spec`` may not share its port with ``first`` (None: they are on one bus)."""
+    opts, theirs = spec.options, first.options
+    assert isinstance(opts, SerialOptions)
+    assert isinstance(theirs, SerialOptions)
+    shared = getattr(spec.driver_cls, "shares_port", False)
+    if not shared or spec.driver_cls is not first.driver_cls:
+        why = "" if shared else f" (driver {spec.section.driver} cannot share a port)"
+        return f'"{opts.port}" is already used by device "{first.name}"{why}'
+    if opts.port != theirs.port:
+        return (
+            f'"{opts.port}" is the port of device "{first.name}" ("{theirs.port}"); '
+            "devices on one bus must name it the same way"
+        )
+    try:
+        mine, other = spec.build_driver(), first.build_driver()
+    except (ValueError, TypeError):
+        return None  # reported where the driver is built
+    lines = [d.line_settings() for d in (mine, other) if hasattr(d, "line_settings")]
+    if len(lines) == 2 and lines[0] != lines[1]:
+        return (
+            f'device "{first.name}" on the same bus uses {lines[1]}, this one {lines[0]}; '
+            "devices on one bus need the same line settings"
+        )
+    return None
 
 
 def _broker_refs(

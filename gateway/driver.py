@@ -158,6 +158,10 @@ class SerialDriver(Driver[SerialOptionsT]):
     response_timeout: float = 1.0
     retries: int = 0
     expected_interval: float | None = None
+    # Polled devices of a driver that sets shares_port may share one port (an RS-485 bus):
+    # their polls take turns, bus_gap seconds apart.
+    shares_port: ClassVar[bool] = False
+    bus_gap: float = 0.0
 
     def framer(self) -> Framer:
         """The framer for this device's byte stream (lines by default)."""

@@ -25,6 +25,7 @@ import serial_asyncio_fast
 from gateway.driver import STALE_FACTOR, SerialDriver
 from gateway.errors import DeviceUnavailable, RejectedInput
 from gateway.pipeline.intake import DeviceInput
+from gateway.serial.bus import shared_port
 from gateway.serial.ports import open_error, resolve_port
 from gateway.serial.supervise import DeviceLost
 from gateway.serial.transport import NoResponse, PortProtocol, SerialPort, preview
@@ -77,6 +78,9 @@ async def open_port(driver: SerialDriver[Any], entry: DeviceInput) -> SerialPort
 
 async def run_serial_device(driver: SerialDriver[Any], entry: DeviceInput) -> None:
     """Read the device until it goes away (raises DeviceUnavailable) or is cancelled."""
+    if driver.shares_port:
+        await _run_bus_member(driver, entry)
+        return
     port = await open_port(driver, entry)
     run = _Run()
     try:
@@ -95,6 +99,26 @@ async def run_serial_device(driver: SerialDriver[Any], entry: DeviceInput) -> No
         raise
     finally:
         await port.close()
+
+
+async def _run_bus_member(driver: SerialDriver[Any], entry: DeviceInput) -> None:
+    """Poll one device on a port shared with others (an RS-485 bus), in turns."""
+    if driver.poll_interval is None:
+        raise DeviceUnavailable("a device sharing its port with others must be polled")
+    run = _Run()
+    try:
+        async with shared_port(driver.options.port, lambda: open_port(driver, entry)) as port:
+            async with port.turn(entry, driver.bus_gap):
+                try:
+                    await driver.on_open(port)
+                except RejectedInput as err:
+                    raise DeviceUnavailable(f"device init failed on {port.path}: {err}") from err
+            entry.stats.state = "running"
+            await _polled(driver, entry, port, run, shared=True)
+    except DeviceUnavailable as err:
+        if run.good_frames:
+            raise DeviceLost(str(err)) from err
+        raise
 
 
 def _handle_frames(driver: SerialDriver[Any], entry: DeviceInput, frames: list[bytes]) -> int:
@@ -146,14 +170,22 @@ async def _stream(
 
 
 async def _polled(
-    driver: SerialDriver[Any], entry: DeviceInput, port: SerialPort, run: _Run
+    driver: SerialDriver[Any],
+    entry: DeviceInput,
+    port: SerialPort,
+    run: _Run,
+    shared: bool = False,
 ) -> None:
     interval = driver.poll_interval or 1.0
     missed = 0
     next_poll = time.monotonic()
     while True:
         try:
-            samples = await driver.poll(port)
+            if shared:
+                async with port.turn(entry, driver.bus_gap):
+                    samples = await driver.poll(port)
+            else:
+                samples = await driver.poll(port)
             if not isinstance(samples, list):
                 samples = list(samples)
         except NoResponse as err:
@@ -161,9 +193,12 @@ async def _polled(
             entry.reject(err)
             if missed >= MAX_MISSED_POLLS:
                 entry.stats.stale = True
-                raise DeviceUnavailable(
-                    f"{port.path}: {missed} polls in a row unanswered; reopening"
-                ) from None
+                if not shared:
+                    raise DeviceUnavailable(
+                        f"{port.path}: {missed} polls in a row unanswered; reopening"
+                    ) from None
+                # On a shared bus the line is fine (others answer): reopening it would
+                # disturb them. This device stays stale until it answers again.
         except RejectedInput as err:
             missed = 0  # it answered, if badly
             entry.reject(err, frame=preview(port.last_frame))

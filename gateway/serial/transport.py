@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, NoReturn
 
 import serial
@@ -116,7 +116,10 @@ class SerialPort:
         self._failed: BaseException | None = None  # the frame handler raised
         self._lock = asyncio.Lock()
         self._unanswered = False  # the last request timed out: what comes next is late
+        self._unanswered_entry = entry  # whose request that was (a bus has several)
         self._requests = 0
+        self._turns = asyncio.Lock()  # a shared bus: one device's poll at a time, in order
+        self._turn_ended = 0.0
         protocol.port = self
         if protocol.early:
             self.data_received(bytes(protocol.early))
@@ -193,6 +196,7 @@ class SerialPort:
                     frame = await self.read_frame(timeout, accept=accept)
                 except NoResponse:
                     self._unanswered = True
+                    self._unanswered_entry = self._entry
                     if attempt + 1 < attempts:
                         self._entry.log.debug("no answer; retrying", attempt=attempt + 1)
                         continue
@@ -211,17 +215,40 @@ class SerialPort:
         self.framer.reset()
         self.framer.take_drops()
         if size and self._requests:
+            entry = self._entry
             if self._unanswered:
                 reason, what = "late_answer", "late answer to an earlier request"
+                entry = self._unanswered_entry
             else:
                 reason, what = "unsolicited", "bytes nobody asked for"
-            self._reject(reason, f"{what} discarded ({size} bytes)", first)
+            entry.reject(
+                RejectedInput(f"{what} discarded ({size} bytes)", reason=reason),
+                frame=preview(first),
+            )
         elif size:
             self._entry.log.debug("input before the first request discarded", size=size)
         self._unanswered = False
         return size
 
     # -- what the core uses ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def turn(self, entry: DeviceInput, gap: float = 0.0) -> AsyncIterator[SerialPort]:
+        """One device's turn on a shared bus: its rejections are counted for ``entry``.
+
+        Turns are taken in the order asked for (asyncio's lock is fair), and a turn
+        starts at least ``gap`` seconds after the previous one ended (the line's quiet
+        time between two devices' exchanges).
+        """
+        async with self._turns:
+            wait = self._turn_ended + gap - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._entry = entry
+            try:
+                yield self
+            finally:
+                self._turn_ended = time.monotonic()
 
     def data_received(self, data: bytes) -> None:
         """Frame ``data``: to the stream handler, or queued for :meth:`read_frame`."""
@@ -244,6 +271,11 @@ class SerialPort:
         if frames:
             self._frames.extend(frames)
             self.wake()
+
+    @property
+    def closed(self) -> bool:
+        """True once the port has failed or been closed."""
+        return self._protocol.lost.done()
 
     def wake(self) -> None:
         waiter = self._waiter
