@@ -223,6 +223,8 @@ class BrokerSection(Options):
     protocol: Literal["5", "3.1.1"] = "5"
     receive_maximum: int = Field(default=2000, ge=2, le=65535)
     inflight_window: int = Field(default=20, ge=2, le=65535)
+    # Messages the broker queues for us while we are away (mosquitto max_queued_messages).
+    broker_queue_limit: int = Field(default=1000, ge=0)
 
     _backoff_order = field_validator("reconnect_max")(_not_below("reconnect_initial"))
 

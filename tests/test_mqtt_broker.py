@@ -382,3 +382,50 @@ async def test_filters_no_device_uses_any_more_are_unsubscribed(
     assert hub.stats.unrouted == 0
     gone = [e for e in logs if e["event"].startswith("unsubscribed topic filters")]
     assert [e["filters"] for e in gone] == [[f"{unique_name}/old/+"]]
+
+
+async def test_away_longer_than_the_broker_queue_holds_at_the_usual_rate_is_reported(
+    tmp_path: Path,
+    mosquitto_factory: MosquittoFactory,
+    unique_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Evidence for brokers without mosquitto's $SYS counter: the rate before the gateway
+    stopped x the time away > the broker's queue limit."""
+    monkeypatch.setattr("gateway.mqtt.hub.RATE_WINDOW_S", 0.5)
+    monkeypatch.setattr("gateway.mqtt.hub.STALE_CHECK_S", 0.1)
+    broker = mosquitto_factory(extra_conf="sys_interval 0\n")
+    config = _config(
+        tmp_path, broker.port, unique_name, client_id=unique_name, broker_queue_limit=50
+    )
+    gateway = Gateway(config)
+    task = asyncio.create_task(gateway.run())
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    await asyncio.to_thread(client.connect, "127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        hub = gateway.hubs["home"]
+        await _until(lambda: hub.stats.state == "connected")
+        for _ in range(40):  # ~200 messages/s for 2 s
+            for _ in range(10):
+                client.publish(f"{unique_name}/attic", b'{"t": 1}', qos=1)
+            await asyncio.sleep(0.05)
+    finally:
+        gateway.stop()
+        await task
+        client.loop_stop()
+        client.disconnect()
+    await asyncio.sleep(1.0)  # away: at ~200/s the broker would need ~200 places > 50
+    gateway = Gateway(config)
+    with capture_logs() as logs:
+        task = asyncio.create_task(gateway.run())
+        try:
+            hub = gateway.hubs["home"]
+            await _until(lambda: hub.stats.state == "connected")
+        finally:
+            gateway.stop()
+            await task
+    assert hub.stats.possible_loss == 1
+    (event,) = [e for e in logs if e["event"].startswith("away longer than")]
+    assert event["broker_queue_limit"] == 50
+    assert event["estimated_queued"] > 50

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,10 @@ ROUTE_CACHE_SIZE = 10_000
 # many in a row are reported as a probable client-id takeover.
 SHORT_LIVED_S = 5.0
 SUSPECT_TAKEOVER_AFTER = 3
+# The message rate, for the estimate of what queues at the broker while we are away,
+# is measured over this long (and the time we were last connected noted).
+RATE_WINDOW_S = 60.0
+RATE_WINDOWS = 10
 # How often devices with stale_after are checked.
 STALE_CHECK_S = 1.0
 # MQTT 5 session expiry meaning "never": the broker keeps our session and its queue like
@@ -154,7 +160,7 @@ class MqttHub:
                 filters[topic] = max(filters.get(topic, 0), qos)
         self.stats.subscriptions = sorted(filters)
         where = f"{cfg.host}:{cfg.port}"
-        stale = asyncio.create_task(self._watch_stale())
+        stale = asyncio.create_task(self._watch())
         try:
             await self._run(filters, backoff, where)
         finally:
@@ -199,9 +205,11 @@ class MqttHub:
                         )
                     backoff.reset()
                     connected_at = time.monotonic()
+                    self._check_time_away(conn.session_present)
                     await conn.wait_closed()
                     raise MqttError("the connection ended")
                 except asyncio.CancelledError:
+                    self._loss.note_alive()
                     # Stopping: take no more, commit what we read, acknowledge it, then
                     # disconnect cleanly (the acks go out first).
                     conn.pause_reading()
@@ -216,6 +224,7 @@ class MqttHub:
                 now = time.monotonic()
                 if self.stats.state == "connected":
                     disconnected_at = now
+                    self._loss.note_alive()
                     # mosquitto 2.0 closes a taken-over connection without saying why
                     # (MQTT 5 brokers may send reason 0x8E); two clients with one id
                     # then throw each other out again and again.
@@ -275,6 +284,26 @@ class MqttHub:
             self._log.info("unsubscribed topic filters no device uses any more", filters=unused)
         self._loss.remember_filters(sorted(filters))
 
+    def _check_time_away(self, session_present: bool) -> None:
+        """Away longer than the broker's queue could hold at our usual rate: say so."""
+        limit = self.config.broker_queue_limit
+        estimate = self._loss.away_estimate()
+        if not session_present or not limit or estimate is None:
+            return
+        gap, queued = estimate
+        if queued > limit:
+            self.stats.possible_loss += 1
+            self._log.warning(
+                "away longer than the MQTT broker's queue could hold (possible loss)",
+                away_s=round(gap, 1),
+                rate_per_s=round(self._loss.rate or 0.0, 1),
+                estimated_queued=round(queued),
+                broker_queue_limit=limit,
+                evidence="time away x message rate before",
+                hint="if the broker's max_queued_messages is larger, set "
+                "brokers.*.broker_queue_limit to it (0: no limit)",
+            )
+
     def _broker_dropped(self, payload: bytes) -> None:
         new = self._loss.dropped(payload)
         self.stats.broker_dropped = self._loss.last_seen
@@ -317,12 +346,22 @@ class MqttHub:
                 stats.state = "running"
                 stats.last_error = ""
 
-    async def _watch_stale(self) -> None:
-        """Flag devices with ``stale_after`` that sent nothing for that long."""
+    async def _watch(self) -> None:
+        """Flag devices with ``stale_after`` that sent nothing for that long; note the
+        message rate now and then (for the estimate of what queues while we are away)."""
         started = time.monotonic()
+        rate_since, rate_count = started, self.stats.messages
+        # The median of recent windows: one window draining a backlog is not the rate
+        # at which messages are published for us.
+        rates: deque[float] = deque(maxlen=RATE_WINDOWS)
         while True:
             await asyncio.sleep(STALE_CHECK_S)
             now = time.monotonic()
+            if now - rate_since >= RATE_WINDOW_S:
+                if self.stats.state == "connected":
+                    rates.append((self.stats.messages - rate_count) / (now - rate_since))
+                    self._loss.note_alive(statistics.median(rates))
+                rate_since, rate_count = now, self.stats.messages
             for route in self._routes:
                 limit = route.driver.options.stale_after
                 stats = route.entry.stats

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,28 @@ class LossWatch:
         doc = self._load()
         value = doc.get("dropped")
         self.last_seen: int | None = value if isinstance(value, int) else None
+        rate, seen_at = doc.get("rate"), doc.get("seen_at")
+        self.rate: float | None = float(rate) if isinstance(rate, int | float) else None
+        self.seen_at: float | None = float(seen_at) if isinstance(seen_at, int | float) else None
         filters = doc.get("filters")
         self.filters: list[str] = (
             [f for f in filters if isinstance(f, str)] if isinstance(filters, list) else []
         )
+
+    def note_alive(self, rate: float | None = None) -> None:
+        """We are connected now (wall clock), receiving ``rate`` messages/s (if measured)."""
+        self.seen_at = time.time()
+        if rate is not None:
+            self.rate = rate
+        self._save()
+
+    def away_estimate(self) -> tuple[float, float] | None:
+        """(seconds since we were last connected, messages the broker queued meanwhile at
+        the last measured rate), or None when either is unknown."""
+        if self.seen_at is None or self.rate is None:
+            return None
+        gap = max(0.0, time.time() - self.seen_at)
+        return gap, gap * self.rate
 
     def remember_filters(self, filters: list[str]) -> None:
         if filters != self.filters:
@@ -73,7 +92,14 @@ class LossWatch:
         """Write the file off the event loop (when one runs): nothing blocks the loop."""
         if self._path is None:
             return
-        text = json.dumps({"dropped": self.last_seen, "filters": self.filters})
+        text = json.dumps(
+            {
+                "dropped": self.last_seen,
+                "filters": self.filters,
+                "rate": self.rate,
+                "seen_at": self.seen_at,
+            }
+        )
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
