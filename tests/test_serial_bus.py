@@ -17,9 +17,13 @@ from devices.line import LineDriver, LineOptions
 from gateway import query
 from gateway.app import Gateway
 from gateway.config import Config, config_from_dict
+from gateway.delivery.spool import Spool
 from gateway.errors import ConfigError
+from gateway.pipeline.intake import DeviceInput, Pipeline
+from gateway.pipeline.normalize import NormalizeConfig
 from gateway.plugins import load_drivers
-from gateway.testing import PluggableSerialPty, ScriptedDevice
+from gateway.serial.runner import run_serial_device
+from gateway.testing import PluggableSerialPty, ScriptedDevice, SerialPty
 
 
 class _UnitOptions(LineOptions):
@@ -201,3 +205,42 @@ async def test_three_units_on_one_port_are_polled_in_turns_and_a_dead_one_distur
     assert stats[2].rejected.get("late_answer", 0) == 0
     assert stats[1].rejected.get("unsolicited", 0) == 0
     assert stats[2].rejected.get("unsolicited", 0) == 0
+
+
+class _SpacedUnit(_BusUnit):
+    """Units that need 80 ms of quiet on the line between two exchanges."""
+
+    def __init__(self, device: str, options: _UnitOptions) -> None:
+        super().__init__(device, options)
+        self.bus_gap = 0.08
+
+
+async def test_turns_on_the_bus_keep_the_quiet_time_between_devices(
+    tmp_path: Path,
+    virtual_port: Callable[[], SerialPty],
+    scripted_device: Callable[..., ScriptedDevice],
+) -> None:
+    pty = virtual_port()
+    device = scripted_device(pty)
+    device.respond(re.compile(rb"READ \d+"), _answering({1, 2}), delay=0.01)
+    entries = [_entry(tmp_path, f"u{u}") for u in (1, 2)]
+    drivers = [_SpacedUnit(f"u{u}", _UnitOptions(port=pty.path, unit=u)) for u in (1, 2)]
+    tasks = [
+        asyncio.create_task(run_serial_device(d, e)) for d, e in zip(drivers, entries, strict=True)
+    ]
+    try:
+        await _until(lambda: all(e.stats.readings >= 10 for e in entries))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    times = device.request_times
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # Each exchange takes ~10 ms; then the line stays quiet for bus_gap before the next.
+    assert min(gaps) >= 0.08, f"requests {min(gaps) * 1000:.0f} ms apart"
+    assert {r.split()[1] for r in device.requests} == {b"1", b"2"}
+
+
+def _entry(tmp_path: Path, name: str) -> DeviceInput:
+    spool = Spool(tmp_path / f"{name}.db", ["local"])
+    return Pipeline(spool).device(name, NormalizeConfig())

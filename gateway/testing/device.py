@@ -13,8 +13,8 @@ running in-process on the test's event loop and a gateway subprocess alike:
 * ``replay(capture)`` — play a recorded capture (see :mod:`gateway.testing.capture`).
 
 Requests are cut with a framer (lines by default; pass ``FixedLengthFramer(...)`` for a
-binary protocol). What the device received is in :attr:`requests`; requests no rule
-matched are in :attr:`unmatched`. With a :class:`PluggableSerialPty` the device follows
+binary protocol). What the device received is in :attr:`requests` (when, in
+:attr:`request_times`); requests no rule matched are in :attr:`unmatched`. With a :class:`PluggableSerialPty` the device follows
 unplug/replug: while unplugged its writes are skipped (counted in :attr:`lost`).
 """
 
@@ -70,6 +70,7 @@ class ScriptedDevice:
         self.port = port
         self.framer = request_framer or LineFramer(terminator=b"\n")
         self.requests: list[bytes] = []
+        self.request_times: list[float] = []  # time.monotonic() when each request was cut
         self.unmatched: list[bytes] = []
         self.sent = 0  # writes that reached the port
         self.lost = 0  # writes skipped because the port was unplugged
@@ -217,8 +218,10 @@ class ScriptedDevice:
             data = os.read(pty.master_fd, 4096)
         except (BlockingIOError, OSError):
             return
+        now = time.monotonic()
         for frame in self.framer.feed(data):
             self.requests.append(frame)
+            self.request_times.append(now)
             self._answer(frame)
 
     def _answer(self, frame: bytes) -> None:
