@@ -62,6 +62,8 @@ log = structlog.get_logger("gateway")
 STATUS_INTERVAL_S = 2.0
 FIELD_TYPES_INTERVAL_S = 2.0
 CLOCK_CHECK_INTERVAL_S = 30.0
+# A broker connection restarted by a reload waits this long before reconnecting.
+BROKER_HANDOVER_S = 0.5
 # How often sink failures are sampled for /healthz's threshold.
 HEALTH_SAMPLE_INTERVAL_S = 1.0
 # Readers (serial ports, MQTT disconnects) get this long to stop; a broker that does not
@@ -242,11 +244,10 @@ class Gateway:
         A changed device keeps its counters. What any device read is in the spool already.
         """
         gone = [n for n in restart if n in self.pipeline.devices]
-        await self.supervisor.stop(
-            [f"device-{n}" for n in gone if n in self._serial]
-            + [f"mqtt-{b}" for b in restart_brokers if b in self.hubs],
-            within=READERS_STOP_TIMEOUT_S,
-        )
+        stopping = [f"device-{n}" for n in gone if n in self._serial] + [
+            f"mqtt-{b}" for b in restart_brokers if b in self.hubs
+        ]
+        await self.supervisor.stop(stopping, within=READERS_STOP_TIMEOUT_S)
         self.config = replace(self.config, brokers=brokers)
         kept = {}
         for name in gone:
@@ -263,6 +264,11 @@ class Gateway:
             )
         for broker in restart_brokers:
             self.hubs.pop(broker, None)
+        if any(f"mqtt-{b}" in stopping for b in restart_brokers):
+            # The old connection's last PUBACKs and DISCONNECT must be read by the broker
+            # before the new connection takes the session over (same client id), or the
+            # broker drops them with the old socket and redelivers those messages.
+            await asyncio.sleep(BROKER_HANDOVER_S)
         for name, spec in specs.items():
             if name in self.pipeline.devices and broker_of(spec) not in restart_brokers:
                 continue  # untouched
