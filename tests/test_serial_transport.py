@@ -25,6 +25,7 @@ from gateway.pipeline.normalize import NormalizeConfig
 from gateway.serial import ports as ports_module
 from gateway.serial.ports import AmbiguousPort, PortInfo, find_port, parse_selector
 from gateway.serial.runner import open_port, run_serial_device
+from gateway.serial.transport import MAX_QUEUED_FRAMES
 from gateway.testing import PluggableSerialPty, ScriptedDevice, SerialPty, run_serial_driver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,3 +393,24 @@ async def test_a_flood_of_bad_frames_is_counted_exactly_and_logged_a_few_times(
     assert len(warnings) < 50, (
         f"{len(warnings)} warnings for {sum(run.stats.rejected.values())} rejections"
     )
+
+
+async def test_a_device_chattering_between_polls_cannot_grow_memory(
+    tmp_path: Path, virtual_port: MakePort, scripted_device: MakeDevice
+) -> None:
+    pty = virtual_port()
+    device = scripted_device(pty).respond(b"READ", b"v=1\n")
+    entry = _entry(tmp_path)
+    port = await _open(pty.path, entry)
+    try:
+        assert await port.transact(b"READ\n", 2.0) == b"v=1"
+        chatter = 20 * MAX_QUEUED_FRAMES
+        device.send(b"".join(f"noise={n}\n".encode() for n in range(chatter)))
+        await _until(
+            lambda: entry.stats.rejected.get("unsolicited", 0) >= chatter - MAX_QUEUED_FRAMES
+        )
+        assert await port.transact(b"READ\n", 2.0) == b"v=1"
+    finally:
+        await port.close()
+    # The oldest were dropped as they came, the rest before the next request (one count).
+    assert entry.stats.rejected == {"unsolicited": chatter - MAX_QUEUED_FRAMES + 1}

@@ -35,6 +35,10 @@ FrameHandler = Callable[[list[bytes]], int]
 
 # Writes queue in the transport beyond this many bytes only if the device does not read.
 _WRITE_HIGH_WATER: Final = 64 * 1024
+# Frames nobody has asked for yet (a polled device talking between polls) are kept up
+# to this many; older ones are dropped as unsolicited, so a chatty device cannot grow
+# memory between two polls.
+MAX_QUEUED_FRAMES: Final = 256
 
 
 class NoResponse(RejectedInput):
@@ -269,7 +273,10 @@ class SerialPort:
             return
         self._last_chunk = data
         if frames:
-            self._frames.extend(frames)
+            queue = self._frames
+            queue.extend(frames)
+            while len(queue) > MAX_QUEUED_FRAMES:
+                self._reject("unsolicited", "a frame nobody asked for", queue.popleft())
             self.wake()
 
     @property
