@@ -414,3 +414,16 @@ async def test_a_device_chattering_between_polls_cannot_grow_memory(
         await port.close()
     # The oldest were dropped as they came, the rest before the next request (one count).
     assert entry.stats.rejected == {"unsolicited": chatter - MAX_QUEUED_FRAMES + 1}
+
+
+async def test_a_port_in_use_is_refused_with_a_clear_message(
+    tmp_path: Path, virtual_port: MakePort
+) -> None:
+    pty = virtual_port()
+    first = await _open(pty.path, _entry(tmp_path))
+    try:
+        with pytest.raises(DeviceUnavailable) as err:
+            await _open(pty.path, _entry(tmp_path / "other"))
+    finally:
+        await first.close()
+    assert f"cannot open serial port {pty.path}: it is in use by another program" in str(err.value)
