@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -16,12 +17,15 @@ from gateway_proc import GatewayProcess
 from paho.mqtt.enums import CallbackAPIVersion
 from servers import Mosquitto, VictoriaMetrics
 from test_faults import assert_once_and_exact, influx_sink, stored, wait_for_seqs
+from test_mqtt_wire import publish
 
 from gateway.app import Gateway
-from gateway.config import config_from_dict
+from gateway.config import BrokerSection, config_from_dict
 from gateway.delivery.spool import Spool
+from gateway.mqtt import wire
 from gateway.mqtt.acks import AckWindow
-from gateway.mqtt.hub import BrokerStats
+from gateway.mqtt.hub import BrokerStats, MqttHub
+from gateway.pipeline.intake import Pipeline
 
 
 class _Acks:
@@ -158,9 +162,18 @@ def test_sigterm_with_a_backlog_loses_nothing_and_the_rest_comes_after_the_next_
     gw = gateway_process(
         {
             "gateway": {"shutdown_grace": 10.0},
+            # An fsync per commit and a 20-message window (a commit every 10 messages):
+            # the drain takes seconds, so the stop surely finds most of the backlog
+            # still waiting at the broker.
+            "spool": {"synchronous": "full"},
             "sinks": {"influxdb": influx_sink(victoria.url)},
             "brokers": {
-                "default": {"host": broker.host, "port": broker.port, "client_id": unique_name}
+                "default": {
+                    "host": broker.host,
+                    "port": broker.port,
+                    "client_id": unique_name,
+                    "receive_maximum": 20,
+                }
             },
             "devices": {
                 "mq": {
@@ -260,3 +273,64 @@ def _publish(broker: Mosquitto, topic: str, count: int) -> None:
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+async def test_messages_in_the_connacks_own_read_are_acknowledged_after_the_commit(
+    tmp_path: Path,
+) -> None:
+    """A resumed session's in-flight messages may arrive in the same read as the CONNACK.
+    Before, they were spooled but never acknowledged: their slots in the in-flight window
+    stayed taken and, with a small window, the broker stopped sending for good."""
+
+    received = bytearray()
+    acked = asyncio.Event()
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)  # CONNECT
+        resent = b"".join(publish(b"dev/a", b'{"t": %d}' % i, 1, i, v5=True) for i in (1, 2))
+        writer.write(b"\x20\x02\x01\x00" + resent)  # CONNACK (session present) + PUBLISH
+        await writer.drain()
+        while True:
+            data = await reader.read(1024)
+            if not data:
+                return
+            received.extend(data)
+            if data[0] >> 4 == wire.SUBSCRIBE:
+                mid = data[2:4]
+                writer.write(b"\x90\x04" + mid + b"\x00\x01")  # SUBACK: QoS 1 granted
+                await writer.drain()
+            if received.count(b"\x40\x02\x00\x02"):
+                acked.set()
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    spool = await _spool(tmp_path)
+    task = None
+    try:
+        pipeline = Pipeline(spool)
+        config = config_from_dict(
+            {
+                "gateway": {"state_dir": str(tmp_path / "state")},
+                "brokers": {"b": {"host": "127.0.0.1", "port": port, "client_id": "c"}},
+                "devices": {"d": {"driver": "json", "broker": "b", "topics": ["dev/+"]}},
+            }
+        )
+        hub = MqttHub("b", BrokerSection(host="127.0.0.1", port=port, client_id="c"))
+        spec = config.devices["d"]
+        driver = spec.build_driver()
+        hub.add_device(driver, pipeline.device("d", spec.section))  # type: ignore[arg-type]
+        task = asyncio.create_task(hub.run())
+        async with asyncio.timeout(10):
+            while spool.pending < 2:
+                await asyncio.sleep(0.01)
+            assert b"\x40\x02\x00\x01" not in received  # not before the commit
+            await spool.commit()
+            await acked.wait()
+        assert received.count(b"\x40\x02\x00\x01") == 1
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        server.close()
+        await spool.close()

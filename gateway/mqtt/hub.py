@@ -113,14 +113,13 @@ class MqttHub:
         cfg = self.config
         return cfg.receive_maximum if cfg.protocol == "5" else cfg.inflight_window
 
-    async def _connect(self) -> MqttConnection:
+    async def _open(self, conn: MqttConnection) -> None:
         cfg = self.config
         tls_context = None
         if cfg.tls or cfg.ca_file or cfg.cert_file:
             tls_context = ssl.create_default_context(cafile=cfg.ca_file)
             if cfg.cert_file:
                 tls_context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        conn = MqttConnection(self._on_message, v5=cfg.protocol == "5")
         # A stable client id with a persistent session lets the broker keep QoS 1
         # messages for us while we are away (see docs/delivery.md).
         await conn.open(
@@ -134,7 +133,6 @@ class MqttHub:
             receive_maximum=cfg.receive_maximum,
             session_expiry=SESSION_NEVER_EXPIRES,
         )
-        return conn
 
     def _client_id(self) -> str:
         if self.config.client_id:
@@ -173,9 +171,13 @@ class MqttHub:
         short_lived = 0  # connections in a row the broker closed right after they began
         while True:
             try:
-                conn = await self._connect()
+                conn = MqttConnection(self._on_message, v5=cfg.protocol == "5")
+                # A resumed session's unacknowledged messages can come in the CONNACK's
+                # own read: each must be tracked for its ack from the first byte, or its
+                # in-flight slot stays taken and the broker stops sending.
                 acks = self._acks = AckWindow(conn, self._spool(), self.window, self.stats)
                 try:
+                    await self._open(conn)
                     granted = await conn.subscribe(list(filters.items()))
                     self._check_subscriptions(filters, granted)
                     await self._unsubscribe_unused(conn, filters)
