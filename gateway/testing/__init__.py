@@ -16,7 +16,7 @@ Public and stable for driver authors (see ``docs/writing-a-driver.md``, "Testing
 Importing this package needs no pytest; only the fixtures module does.
 """
 
-from gateway.testing.capture import Capture, CaptureEvent
+from gateway.testing.capture import HEADER, Capture, CaptureEvent
 from gateway.testing.device import ScriptedDevice
 from gateway.testing.harness import SerialRun, run_serial_driver
 from gateway.testing.pty import PluggableSerialPty, SerialPty
@@ -34,6 +34,7 @@ VirtualPort = SerialPty
 PluggablePort = PluggableSerialPty
 
 __all__ = [
+    "HEADER",
     "Capture",
     "CaptureEvent",
     "Mosquitto",
