@@ -840,6 +840,8 @@ def _bus_problem(spec: DeviceSpec, first: DeviceSpec) -> str | None:
         mine, other = spec.build_driver(), first.build_driver()
     except (ValueError, TypeError):
         return None  # reported where the driver is built
+    if getattr(mine, "poll_interval", None) is None:
+        return f'"{opts.port}" is shared with device "{first.name}", but only polled devices can share a port'
     lines = [d.line_settings() for d in (mine, other) if hasattr(d, "line_settings")]
     if len(lines) == 2 and lines[0] != lines[1]:
         return (

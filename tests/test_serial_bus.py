@@ -102,6 +102,26 @@ def test_what_may_not_share_a_port_is_a_config_error(
     assert message in str(err.value)
 
 
+class _StreamingUnit(_BusUnit):
+    def __init__(self, device: str, options: _UnitOptions) -> None:
+        super().__init__(device, options)
+        self.poll_interval = None
+
+
+def test_only_polled_devices_may_share_a_port(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="only polled devices can share a port"):
+        config_from_dict(
+            {
+                "gateway": {"state_dir": str(tmp_path / "state")},
+                "devices": {
+                    "a": {"driver": "streaming", "port": "/dev/ttyUSB0", "unit": 1},
+                    "b": {"driver": "streaming", "port": "/dev/ttyUSB0", "unit": 2},
+                },
+            },
+            drivers={"streaming": _StreamingUnit},
+        )
+
+
 def test_a_plain_driver_still_may_not_share_a_port(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\(driver line cannot share a port\)"):
         _config(
