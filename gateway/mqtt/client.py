@@ -125,16 +125,21 @@ class MqttConnection:
                 self._transport.pause_reading()
 
     async def disconnect(self) -> None:
-        """Send what is queued (acks first), DISCONNECT, and close."""
+        """Send what is queued (acks first), DISCONNECT, and wait for the broker to close.
+
+        The broker closes the connection once it has read the DISCONNECT, so by then it
+        has read every PUBACK before it too: a new connection taking the session over
+        right after cannot make it redeliver messages we acknowledged.
+        """
         if self._transport is None or self._closed.done():
             return
         self._flush()
         self._transport.write(wire.DISCONNECT_PACKET)
         self._by_us = True
-        self._transport.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await asyncio.shield(self._closed)
+        self._transport.close()
 
     def abort(self) -> None:
         """Close at once (nothing more is sent)."""
