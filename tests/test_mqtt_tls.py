@@ -82,10 +82,10 @@ async def test_readings_flow_over_tls_and_a_wrong_ca_is_a_clear_error(
         gateway.stop()
         await task
 
-    other_ca, _, _ = _certs(
-        tmp_path / "other" if (tmp_path / "other").mkdir() is None else tmp_path
-    )
-    gateway = Gateway(config(other_ca, "bad"))  # type: ignore[arg-type]
+    other = tmp_path / "other"
+    other.mkdir()
+    other_ca, _, _ = _certs(other)  # a CA that did not sign the broker's certificate
+    gateway = Gateway(config(other_ca, "bad"))
     task = asyncio.create_task(gateway.run())
     try:
         hub = gateway.hubs["home"]
