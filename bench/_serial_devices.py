@@ -1,4 +1,4 @@
-"""The simulated serial devices of ``bench/serial.py``: one process, N pseudo-terminals.
+"""The simulated serial devices of ``bench/serial_fleet.py``: one process, N pseudo-terminals.
 
 Prints ``{"paths": [...]}`` on stdout once the ptys exist, then obeys stdin:
 ``go <seconds>`` starts the devices (stream: a ``seq=<n> t=21.5`` line every 1/rate s
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-# This folder holds serial.py (the benchmark), which would shadow pyserial's "serial".
+# Run as a script from bench/: import the gateway from this checkout.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from gateway.testing import SerialPty  # noqa: E402

@@ -1,4 +1,4 @@
-"""The floor of ``bench/serial.py``: the same traffic read by the least a reader can do.
+"""The floor of ``bench/serial_fleet.py``: the same traffic read by the least a reader can do.
 
 ``python bench/_serial_floor.py --mode stream|polled PATH...`` opens every port with
 pyserial-asyncio-fast (as the gateway does) and only counts lines (stream) or writes
@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-# This folder holds serial.py (the benchmark), which would shadow pyserial's "serial".
+# Only pyserial-asyncio-fast is needed here, nothing from this checkout.
 sys.path.pop(0)
 
 import serial_asyncio_fast

@@ -1,4 +1,4 @@
-"""The gateway of ``bench/serial.py``: ``python bench/_serial_gateway.py CONFIG.json``.
+"""The gateway of ``bench/serial_fleet.py``: ``python bench/_serial_gateway.py CONFIG.json``.
 
 The same ``run_gateway`` as ``sensor-gateway run``, with two drivers registered for the
 benchmark: ``bench_polled``, the ``line`` driver polled with ``READ`` every
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
-# This folder holds serial.py (the benchmark), which would shadow pyserial's "serial".
+# Run as a script from bench/: import the gateway from this checkout.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from pydantic import Field  # noqa: E402

@@ -9,8 +9,8 @@ graceful stop, that every reading sent is stored exactly once. In the same run, 
 traffic read by a count-only pyserial-asyncio-fast reader (``_serial_floor.py``) gives
 the floor the gateway's per-reading cost is a ratio of.
 
-    python bench/serial.py                  # stream-50, polled-50, stream-200
-    python bench/serial.py --only polled-50 --seconds 30
+    python bench/serial_fleet.py                  # stream-50, polled-50, stream-200
+    python bench/serial_fleet.py --only polled-50 --seconds 30
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import IO, Any
 from _common import ROOT, cpu_seconds, machine, status_kib, wait_quiet, write_result
 
 HERE = Path(__file__).resolve().parent
-# This file is serial.py: keep it from shadowing pyserial's "serial" in this process.
+# The helpers beside this file are imported after the installed packages.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 PY = sys.executable
 RATE_HZ = 10.0
