@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.query.local import (
+from gateway.query import (
+    QueryArgumentError,
     QueryError,
     QueryRequest,
     Row,
@@ -154,18 +155,24 @@ def test_latest_within_a_range_and_with_a_limit(store: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"limit": 0}, "limit must be at least 1, got 0"),
+        ({"limit": 0}, "--limit: must be at least 1, got 0"),
         (
             {"start_ns": T0, "end_ns": T0},
-            "the start (2024-05-01T10:00:00.000000000Z) is not before the end "
+            "--since/--until: the start (2024-05-01T10:00:00.000000000Z) is not before the end "
             "(2024-05-01T10:00:00.000000000Z)",
         ),
+        (
+            {"every_ns": 60 * S, "agg": "mean"},
+            "--every needs --since (where the first window starts), e.g. --since -1h",
+        ),
+        ({"every_ns": 60 * S}, "--every and --agg go together: give both or neither"),
     ],
 )
 def test_invalid_requests(store: Path, kwargs: dict[str, int], message: str) -> None:
-    with pytest.raises(QueryError) as err:
+    with pytest.raises(QueryArgumentError) as err:
         run_query(store, QueryRequest(**kwargs))  # type: ignore[arg-type]
     assert str(err.value) == message
+    assert err.value.exit_code == 2
 
 
 def test_missing_store_says_how_to_get_one(tmp_path: Path) -> None:

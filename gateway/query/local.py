@@ -1,11 +1,10 @@
-"""Reading stored readings back: ``sensor-gateway query`` over the local store.
+"""The local store backend: ``sensor-gateway query`` over the gateway's SQLite store.
 
-:func:`run_query` answers a :class:`QueryRequest` with :class:`Row` values, which the
-formatters turn into an aligned table, CSV or JSON lines; :func:`summary` lists what
-is stored (``query --list``). The store is opened read-only, so queries run while the
-daemon writes (SQLite WAL: readers see the last committed batch and never block it).
-
-Times are nanoseconds since the epoch; a range is ``start_ns <= time < end_ns``.
+:func:`run_query` answers a :class:`QueryRequest` with :class:`Row` values; :func:`summary`
+lists what is stored (``query --list``); :class:`LocalBackend` is both behind the
+:class:`~gateway.query.backend.Backend` interface. The store is opened read-only, so
+queries run while the daemon writes (SQLite WAL: readers see the last committed batch and
+never block it).
 
 Samples are in two tables (see ``gateway.sinks.local``): ``sample``, keyed by field, and
 the small ``recent``, keyed by time, which holds what was written since the last fold.
@@ -15,89 +14,41 @@ Where both hold a point, the one in ``recent`` is the newer write and wins.
 from __future__ import annotations
 
 import contextlib
-import csv
 import heapq
-import io
 import json
 import os
-import re
 import sqlite3
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from decimal import Decimal
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from gateway.errors import GatewayError
-from gateway.pipeline.reading import FieldValue
+from gateway.query.backend import (
+    QueryError,
+    QueryRequest,
+    Row,
+    SeriesSummary,
+    checked_range,
+)
 
-__all__ = [
-    "QueryError",
-    "QueryRequest",
-    "Row",
-    "SeriesSummary",
-    "format_csv",
-    "format_json",
-    "format_summary",
-    "format_table",
-    "parse_time",
-    "rfc3339",
-    "run_query",
-    "summary",
-]
-
-_NS = 1_000_000_000
-_MIN_NS = -(2**63)
-_MAX_NS = 2**63 - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["LocalBackend", "run_query", "summary"]
 
 
-class QueryError(GatewayError):
-    """A query cannot be answered: no store, unreadable store, or a bad argument."""
+class LocalBackend:
+    """The local store at ``path`` behind the :class:`~gateway.query.backend.Backend` interface."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-@dataclass(frozen=True, slots=True)
-class QueryRequest:
-    """What to read. Every filter is optional; ``fields`` None or empty means all fields."""
+    @property
+    def description(self) -> str:
+        return f"the local store {self.path}"
 
-    device: str | None = None
-    measurement: str | None = None
-    fields: Sequence[str] | None = None
-    start_ns: int | None = None
-    """Inclusive lower bound."""
-    end_ns: int | None = None
-    """Exclusive upper bound."""
-    limit: int | None = 1000
-    """At most this many rows: the most recent ones, returned oldest first. ``None``: all."""
-    latest: bool = False
-    """Only the newest value of each series + field (within the range, if one is given)."""
+    def rows(self, req: QueryRequest) -> list[Row]:
+        return run_query(self.path, req)
 
-
-class Row(NamedTuple):
-    """One stored value."""
-
-    time_ns: int
-    measurement: str
-    device: str | None
-    tags: dict[str, str]
-    """All tags of the series, ``device`` included."""
-    field: str
-    value: FieldValue
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesSummary:
-    """What is stored for one measurement + device + field (``query --list``)."""
-
-    measurement: str
-    device: str | None
-    field: str
-    count: int
-    first_ns: int
-    last_ns: int
+    def summary(self) -> list[SeriesSummary]:
+        return summary(self.path)
 
 
 class _Column(NamedTuple):
@@ -120,12 +71,7 @@ def run_query(store_path: Path, req: QueryRequest) -> list[Row]:
     Raises:
         QueryError: the store is missing or unreadable, or the request is invalid.
     """
-    if req.limit is not None and req.limit < 1:
-        raise QueryError(f"limit must be at least 1, got {req.limit}")
-    start = _MIN_NS if req.start_ns is None else req.start_ns
-    end = _MAX_NS if req.end_ns is None else req.end_ns
-    if start >= end:
-        raise QueryError(f"the start ({rfc3339(start)}) is not before the end ({rfc3339(end)})")
+    start, end = checked_range(req)
     with _reading(store_path) as db:
         columns = _columns(db, req)
         recent = _recent(db, {col.field_id for col in columns}, start, end)
@@ -350,201 +296,3 @@ def _row(col: _Column, time_ns: int, value: Any) -> Row:
     if col.type == "boolean":
         value = bool(value)
     return Row(time_ns, col.measurement, col.device, col.tags, col.field, value)
-
-
-# --- formatting --------------------------------------------------------------------
-
-
-def rfc3339(time_ns: int) -> str:
-    """``time_ns`` as RFC 3339 in UTC with all nine fraction digits: ``...T10:00:00.000000001Z``."""
-    seconds, frac = divmod(time_ns, _NS)
-    stamp = (_EPOCH + timedelta(seconds=seconds)).replace(tzinfo=None).isoformat()
-    return f"{stamp}.{frac:09d}Z"
-
-
-def _local_ms(time_ns: int, tz: tzinfo | None) -> str:
-    seconds, frac = divmod(time_ns, _NS)
-    moment = (_EPOCH + timedelta(seconds=seconds)).astimezone(tz)
-    return moment.replace(microsecond=frac // 1000).isoformat(timespec="milliseconds")
-
-
-def _text(value: FieldValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _other_tags(row: Row) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(row.tags.items()) if k != "device")
-
-
-def _aligned(header: Sequence[str], lines: list[list[str]]) -> str:
-    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
-    out = []
-    for cells in [header, *lines]:
-        out.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip())
-    return "\n".join(out) + "\n"
-
-
-def format_table(rows: Sequence[Row], tz: tzinfo | None = None) -> str:
-    """An aligned table: local time (ISO 8601, ms), device, measurement, field, value, tags.
-
-    ``tz`` defaults to the system's time zone; "tags" are those besides ``device``.
-    Returns ``""`` for no rows.
-    """
-    if not rows:
-        return ""
-    lines = [
-        [
-            _local_ms(row.time_ns, tz),
-            row.device if row.device is not None else "-",
-            row.measurement,
-            row.field,
-            _text(row.value),
-            _other_tags(row),
-        ]
-        for row in rows
-    ]
-    return _aligned(("time", "device", "measurement", "field", "value", "tags"), lines)
-
-
-def format_csv(rows: Sequence[Row]) -> str:
-    """CSV with a header: time (RFC 3339 UTC, ns), measurement, device, field, value, tags."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(("time", "measurement", "device", "field", "value", "tags"))
-    for row in rows:
-        writer.writerow(
-            (
-                rfc3339(row.time_ns),
-                row.measurement,
-                row.device or "",
-                row.field,
-                _text(row.value),
-                _other_tags(row),
-            )
-        )
-    return out.getvalue()
-
-
-def format_json(rows: Sequence[Row]) -> str:
-    """JSON lines, one object per row; ``value`` keeps its JSON type, ``tags`` omit device."""
-    out = []
-    for row in rows:
-        obj = {
-            "time": rfc3339(row.time_ns),
-            "time_ns": row.time_ns,
-            "measurement": row.measurement,
-            "device": row.device,
-            "field": row.field,
-            "value": row.value,
-            "tags": {k: v for k, v in sorted(row.tags.items()) if k != "device"},
-        }
-        out.append(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
-    return "".join(out)
-
-
-def format_summary(items: Sequence[SeriesSummary], tz: tzinfo | None = None) -> str:
-    """An aligned table of :func:`summary`'s answer; ``""`` when the store is empty."""
-    if not items:
-        return ""
-    lines = [
-        [
-            item.measurement,
-            item.device if item.device is not None else "-",
-            item.field,
-            str(item.count),
-            _local_ms(item.first_ns, tz),
-            _local_ms(item.last_ns, tz),
-        ]
-        for item in items
-    ]
-    return _aligned(("measurement", "device", "field", "count", "first", "last"), lines)
-
-
-# --- parsing times -----------------------------------------------------------------
-
-_UNITS_NS = {
-    "ms": 1_000_000,
-    "s": _NS,
-    "m": 60 * _NS,
-    "h": 3600 * _NS,
-    "d": 86400 * _NS,
-    "w": 7 * 86400 * _NS,
-}
-_RELATIVE_RE = re.compile(r"(?:now)?-((?:\d+(?:ms|s|m|h|d|w))+)")
-_PART_RE = re.compile(r"(\d+)(ms|s|m|h|d|w)")
-_EPOCH_RE = re.compile(r"\d+(?:\.\d+)?")
-_ISO_RE = re.compile(
-    r"(\d{4}-\d{2}-\d{2})"
-    r"(?:[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
-)
-# Epoch seconds have 10 digits until the year 2286; more look like ms, µs or ns.
-_MAX_EPOCH_DIGITS = 10
-_FORMS = (
-    'use RFC 3339 ("2024-05-01T12:00:00Z"), a date ("2024-05-01", local time), '
-    'epoch seconds ("1714564800"), "now", or a time ago ("-30m", "-1h", "-2d", "-1h30m")'
-)
-
-
-def parse_time(text: str, now: int | None = None, tz: tzinfo | None = None) -> int:
-    """Nanoseconds since the epoch for a time given on the command line.
-
-    Args:
-        text: RFC 3339 / ISO 8601 (without an offset: local time), a date (local
-            midnight), epoch seconds, ``now``, or ``-<n><unit>[...]`` with units
-            ms, s, m, h, d, w (also written ``now-1h``).
-        now: the current time in ns (default: the clock).
-        tz: the zone for times without an offset (default: the system's).
-
-    Raises:
-        QueryError: the text is none of these.
-    """
-    spec = text.strip()
-    low = spec.lower()
-    current = time.time_ns() if now is None else now
-    if low == "now":
-        return current
-    if m := _RELATIVE_RE.fullmatch(low):
-        ago = sum(int(n) * _UNITS_NS[unit] for n, unit in _PART_RE.findall(m.group(1)))
-        return _in_range(text, current - ago)
-    if _EPOCH_RE.fullmatch(spec):
-        if len(spec.split(".")[0]) > _MAX_EPOCH_DIGITS:
-            raise QueryError(
-                f'invalid time "{text}": epoch times are in seconds; this looks like '
-                "milliseconds or nanoseconds"
-            )
-        return _in_range(text, int(Decimal(spec) * _NS))
-    if m := _ISO_RE.fullmatch(spec):
-        date, clock, fraction, offset = m.groups()
-        try:
-            moment = datetime.fromisoformat(f"{date}T{clock or '00:00'}")
-        except ValueError as err:
-            raise QueryError(f'invalid time "{text}": {err}') from None
-        if fraction is not None and len(fraction) > 9:
-            raise QueryError(f'invalid time "{text}": more than nine fraction digits')
-        if offset is None:
-            zone = tz if tz is not None else moment.astimezone().tzinfo
-            moment = moment.replace(tzinfo=zone)
-        elif offset in ("Z", "z"):
-            moment = moment.replace(tzinfo=UTC)
-        else:
-            sign = -1 if offset[0] == "-" else 1
-            digits = offset[1:].replace(":", "")
-            hours, minutes = int(digits[:2]), int(digits[2:] or 0)
-            if hours > 23 or minutes > 59:
-                raise QueryError(f'invalid time "{text}": bad UTC offset "{offset}"')
-            moment = moment.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
-        delta = moment - _EPOCH
-        whole = (delta.days * 86400 + delta.seconds) * _NS
-        frac = int((fraction or "").ljust(9, "0")) if fraction else 0
-        return _in_range(text, whole + frac)
-    raise QueryError(f'invalid time "{text}": {_FORMS}')
-
-
-def _in_range(text: str, time_ns: int) -> int:
-    if not _MIN_NS <= time_ns <= _MAX_NS:
-        raise QueryError(f'invalid time "{text}": outside the years 1677–2262 that can be stored')
-    return time_ns
