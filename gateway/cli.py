@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=Path(), help="where to create it (default: here)")
     p.set_defaults(func=cmd_new_driver)
 
-    p = sub.add_parser("query", help="print readings from the local store")
+    p = sub.add_parser("query", help="print readings from InfluxDB or the local store")
     config_arg(p)
     p.add_argument("--demo", action="store_true", help=f"query the demo's store ({DEMO_DIR})")
     p.add_argument("-d", "--device", help="only this device")
@@ -165,6 +165,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--list", action="store_true", help="list measurements, devices and fields stored"
+    )
+    p.add_argument(
+        "--source",
+        choices=["local", "influxdb"],
+        help="where to read (default: InfluxDB when configured and reachable, else local)",
+    )
+    p.add_argument("--every", metavar="DUR", help='windows of this length, e.g. "5m", "1h"')
+    p.add_argument(
+        "--agg",
+        choices=["mean", "min", "max", "last", "count", "sum"],
+        help="the aggregate per --every window (default: mean)",
     )
     p.set_defaults(func=cmd_query)
 
@@ -332,45 +343,10 @@ def cmd_new_driver(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _store_path(args: argparse.Namespace) -> Path:
-    if getattr(args, "demo", False):
-        return DEMO_DIR / "readings.db"
-    from gateway.config import load_config
-
-    return load_config(args.config, check_access=False).local_path
-
-
 def cmd_query(args: argparse.Namespace) -> int:
-    from gateway import query
+    from gateway.query import command
 
-    path = _store_path(args)
-    if args.list:
-        text = query.format_summary(query.summary(path))
-        if text:
-            print(text, end="" if text.endswith("\n") else "\n")
-        else:
-            print("(the local store is empty)", file=sys.stderr)
-        return EXIT_OK
-    now = time.time_ns()
-    req = query.QueryRequest(
-        device=args.device,
-        measurement=args.measurement,
-        fields=args.fields or None,
-        start_ns=query.parse_time(args.start, now) if args.start else None,
-        end_ns=query.parse_time(args.end, now) if args.end else None,
-        limit=args.limit,
-        latest=args.latest,
-    )
-    result = query.run_query(path, req)
-    formatter = {"table": query.format_table, "csv": query.format_csv, "json": query.format_json}[
-        args.format
-    ]
-    out = formatter(result)
-    if out:
-        print(out, end="" if out.endswith("\n") else "\n")
-    elif args.format == "table":
-        print("(no readings match)", file=sys.stderr)
-    return EXIT_OK
+    return command.main(args, DEMO_DIR / "readings.db")
 
 
 def _status_path(args: argparse.Namespace) -> Path:

@@ -39,12 +39,14 @@ HELP: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "query": (
-        "Print readings from the local store, newest last.",
+        "Print readings, newest last, from InfluxDB (when configured and reachable) "
+        "or the local store; stderr says which answered (docs/querying.md).",
         [
             "sensor-gateway query --demo",
             "sensor-gateway query -c gateway.toml -d boiler --since -1h",
             "sensor-gateway query -c gateway.toml --latest -o csv",
-            "sensor-gateway query -c gateway.toml --list",
+            "sensor-gateway query -c gateway.toml --since -1d --every 1h --agg max",
+            "sensor-gateway query -c gateway.toml --source local --list",
         ],
     ),
     "status": (

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from gateway.query.backend import (
+    QueryArgumentError,
     QueryError,
     QueryRequest,
     Row,
@@ -72,6 +73,8 @@ def run_query(store_path: Path, req: QueryRequest) -> list[Row]:
         QueryError: the store is missing or unreadable, or the request is invalid.
     """
     start, end = checked_range(req)
+    if req.every_ns is not None:
+        raise QueryArgumentError("--every: windows are not computed over the local store yet")
     with _reading(store_path) as db:
         columns = _columns(db, req)
         recent = _recent(db, {col.field_id for col in columns}, start, end)

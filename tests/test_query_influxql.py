@@ -1,0 +1,288 @@
+"""``sensor-gateway query`` against a real InfluxDB 1.x, with data the gateway wrote.
+
+One gateway subprocess (``api = "v1"`` sink and the local store both on) is fed device
+lines with chosen device times through a pty; then ``query`` reads them back from
+InfluxDB (InfluxQL over ``/query``) and from the local store, and both must agree with
+what was written. One device's name carries quotes, a space and ``'; DROP ...``: it must
+select exactly that device and change nothing on the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_proc import GatewayProcess
+from servers import (
+    HOST,
+    Influx1,
+    Influx1Factory,
+    InfluxQueryError,
+    SerialPty,
+    free_port,
+    wait_until,
+)
+
+from gateway.cli import main
+from gateway.query import QueryRequest
+from gateway.query.influxql import build_select, quote_ident, quote_string
+
+pytestmark = pytest.mark.integration
+
+S = 1_000_000_000
+N = 30
+STEP_S = 20
+HOSTILE = 'boiler "A" C:\\x\'; DROP MEASUREMENT heating; --'
+MEASUREMENT = "heating"
+
+
+@dataclass(frozen=True)
+class Written:
+    config: Path
+    db: str
+    server: Influx1
+    base_ns: int
+    """The first reading's time, on a 10-minute boundary."""
+    points: list[dict[str, Any]]
+    """Every reading written: time, device, site, seq, temperature."""
+
+
+def _value(device: int, i: int) -> float:
+    # Never whole numbers (InfluxDB's JSON would show 20.0 as 20) and not symmetric.
+    return round((20.1 if device == 0 else 10.3) + i * 0.25 + (i % 3) * 0.5, 2)
+
+
+@pytest.fixture(scope="module")
+def written(influx1: Influx1, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Written]:
+    tmp = tmp_path_factory.mktemp("query-influxql")
+    db = "query_influxql"
+    influx1.create_database(db)
+    base_ns = ((time.time_ns() // S) // 600 * 600 - 1800) * S
+    with SerialPty() as pty_a, SerialPty() as pty_b:
+        device = {
+            "driver": "line",
+            "time_field": "ts",
+            "measurement": MEASUREMENT,
+            "max_clock_skew_s": 3600,
+            "fields": {"seq": {"type": "int"}},
+        }
+        gw = GatewayProcess(
+            tmp / "gw",
+            {
+                "sinks": {
+                    "influxdb": {
+                        "url": influx1.url,
+                        "api": "v1",
+                        "database": db,
+                        "flush_interval": 0.1,
+                    },
+                    "local": {"enabled": True, "flush_interval": 0.1},
+                },
+                "devices": {
+                    HOSTILE: {**device, "port": pty_a.path, "tags": {"site": "home"}},
+                    "plain": {**device, "port": pty_b.path, "tags": {"site": "lab"}},
+                },
+            },
+        )
+        try:
+            gw.start()
+            gw.wait_for_log("serial port opened", occurrence=2)
+            points = []
+            for index, (pty, name, site) in enumerate(
+                ((pty_a, HOSTILE, "home"), (pty_b, "plain", "lab"))
+            ):
+                lines = []
+                for i in range(N):
+                    t_ns = base_ns + i * STEP_S * S
+                    value = _value(index, i)
+                    lines.append(f"seq={i} temperature={value} ts={t_ns // 1_000_000}\n")
+                    points.append(
+                        {"time": t_ns, "device": name, "site": site, "seq": i, "temperature": value}
+                    )
+                os.write(pty.master_fd, "".join(lines).encode())
+
+            def all_in() -> bool:
+                try:
+                    return len(influx1.points(db, MEASUREMENT)) == 2 * N
+                except InfluxQueryError:
+                    return False
+
+            wait_until(all_in, timeout=20, what=f"{2 * N} points in InfluxDB")
+            assert gw.stop() == 0  # the local store has them all too
+        finally:
+            gw.close()
+        yield Written(gw.config_path, db, influx1, base_ns, points)
+
+
+def query(written: Written, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["query", "-c", str(written.config), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def json_rows(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+# --- quoting -----------------------------------------------------------------------
+
+
+def test_quoting() -> None:
+    assert quote_ident('a "b"\\c') == '"a \\"b\\"\\\\c"'
+    assert quote_string("it's \\ fine\nreally") == "'it\\'s \\\\ fine\\nreally'"
+    sql = build_select(QueryRequest(device="x' OR '1'='1", measurement='m"; DROP', limit=5))
+    assert sql == (
+        "SELECT * FROM \"m\\\"; DROP\" WHERE \"device\" = 'x\\' OR \\'1\\'=\\'1' "
+        "GROUP BY * ORDER BY time DESC LIMIT 5"
+    )
+
+
+# --- against the server --------------------------------------------------------------
+
+
+def test_influxdb_answers_by_default_and_says_so(
+    written: Written, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = query(written, capsys, "-o", "json", "-d", "plain", "-f", "seq")
+    assert code == 0
+    assert err == (
+        f'sensor-gateway: answered by InfluxDB {written.server.url} (database "{written.db}")\n'
+    )
+    assert [r["value"] for r in json_rows(out)] == list(range(N))
+
+
+def test_both_sources_give_the_same_rows(
+    written: Written, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outs = {}
+    for source in ("local", "influxdb"):
+        code, out, _ = query(written, capsys, "--source", source, "-o", "json", "-n", "100000")
+        assert code == 0
+        outs[source] = json_rows(out)
+    assert outs["influxdb"] == outs["local"]
+    got = {(r["time_ns"], r["device"], r["field"]): r["value"] for r in outs["influxdb"]}
+    expected = {
+        (p["time"], p["device"], f): p[f] for p in written.points for f in ("seq", "temperature")
+    }
+    assert got == expected
+
+
+def test_a_hostile_device_name_selects_that_device_and_injects_nothing(
+    written: Written, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = query(written, capsys, "--source", "influxdb", "-o", "json", "-d", HOSTILE)
+    assert code == 0
+    rows = json_rows(out)
+    assert {r["device"] for r in rows} == {HOSTILE}
+    assert len(rows) == 2 * N
+    code, out, err = query(written, capsys, "--source", "influxdb", "-d", "x' OR '1'='1")
+    assert (code, out) == (0, "")
+    assert err.endswith("sensor-gateway: no readings match\n")
+    # The measurement is still there, with every point.
+    assert len(written.server.points(written.db, MEASUREMENT)) == 2 * N
+
+
+def test_time_range_and_latest(written: Written, capsys: pytest.CaptureFixture[str]) -> None:
+    base_s = written.base_ns // S
+    since, until = str(base_s + 5 * STEP_S), str(base_s + 9 * STEP_S)
+    args = ["--source", "influxdb", "-o", "json", "-d", "plain", "-f", "seq"]
+    code, out, _ = query(written, capsys, *args, "--since", since, "--until", until)
+    assert code == 0
+    assert [r["value"] for r in json_rows(out)] == [5, 6, 7, 8]
+    code, out, _ = query(written, capsys, "--source", "influxdb", "-o", "json", "--latest")
+    latest = {(r["device"], r["field"]): r["value"] for r in json_rows(out)}
+    assert latest == {
+        (HOSTILE, "seq"): N - 1,
+        (HOSTILE, "temperature"): _value(0, N - 1),
+        ("plain", "seq"): N - 1,
+        ("plain", "temperature"): _value(1, N - 1),
+    }
+
+
+def test_list_from_influxdb(written: Written, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = query(written, capsys, "--source", "influxdb", "--list")
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert header.split() == ["measurement", "device", "field", "count", "first", "last"]
+    assert [line.split("  ")[0:1] for line in lines] == [[MEASUREMENT]] * 4
+    assert sum(f"  {N}  " in line for line in lines) == 4
+
+
+def test_missing_database_exit_6(
+    written: Written, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path}"\n'
+        f'[sinks.influxdb]\nurl = "{written.server.url}"\napi = "v1"\ndatabase = "nosuch_db"\n'
+    )
+    code = main(["query", "-c", str(config), "--source", "influxdb"])
+    _, err = capsys.readouterr()
+    assert code == 6
+    assert 'has no database "nosuch_db"' in err
+
+
+def _config(tmp_path: Path, url: str, *extra: str) -> Path:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        "\n".join(
+            [
+                f'[gateway]\nstate_dir = "{tmp_path}"',
+                f'[sinks.influxdb]\nurl = "{url}"\napi = "v1"\ndatabase = "query_influxql"',
+                *extra,
+            ]
+        )
+        + "\n"
+    )
+    return config
+
+
+def test_unreachable_exit_4_or_the_local_store_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://{HOST}:{free_port()}"
+    config = _config(tmp_path, url)
+    code = main(["query", "-c", str(config), "--source", "influxdb"])
+    _, err = capsys.readouterr()
+    assert code == 4
+    assert err.startswith(f"sensor-gateway: cannot connect to InfluxDB at {url}: ")
+    code = main(["query", "-c", str(config)])
+    _, err = capsys.readouterr()
+    assert code == 1  # the local store answers: there is none here
+    assert err.splitlines() == [
+        f"sensor-gateway: cannot connect to InfluxDB at {url}: [Errno 111] Connection refused; "
+        "reading the local store instead",
+        f"sensor-gateway: no local store at {tmp_path / 'readings.db'} — is the local sink "
+        "enabled? (sinks.local)",
+    ]
+
+
+def test_wrong_password_exit_5_and_never_shown(
+    influx1_factory: Influx1Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = influx1_factory(auth=True)
+    server.create_database("query_influxql")
+    config = _config(
+        tmp_path, server.url, f'username = "{server.admin_user}"', 'password = "wrong-secret"'
+    )
+    code = main(["query", "-c", str(config), "--source", "influxdb"])
+    out, err = capsys.readouterr()
+    assert code == 5
+    assert f"InfluxDB {server.url} refused the credentials (HTTP 401" in err
+    assert "wrong-secret" not in out + err
+    right = _config(
+        tmp_path,
+        server.url,
+        f'username = "{server.admin_user}"',
+        f'password = "{server.admin_password}"',
+    )
+    code = main(["query", "-c", str(right), "--source", "influxdb"])
+    _, err = capsys.readouterr()
+    assert code == 0
+    assert err.endswith("sensor-gateway: no readings match\n")
