@@ -124,13 +124,13 @@ class InfluxSection(Options):
 
     enabled: bool = True
     url: str
-    api: Literal["v2", "v1"] = "v2"
-    # v2
+    api: Literal["v2", "v1", "v3"] = "v2"
+    # v2 (token also v3)
     org: str = ""
     bucket: str = ""
     token: SecretStr | None = None
     token_file: PathOption | None = None
-    # v1
+    # v1 and v3 (InfluxDB 3's "db")
     database: str = ""
     retention_policy: str = ""
     username: str = ""
@@ -164,8 +164,10 @@ class InfluxSection(Options):
         problems = []
         if self.api == "v2" and not self.bucket:
             problems.append('"bucket" is required when api = "v2"')
-        if self.api == "v1" and not self.database:
-            problems.append('"database" is required when api = "v1"')
+        if self.api in ("v1", "v3") and not self.database:
+            problems.append(f'"database" is required when api = "{self.api}"')
+        if self.api == "v3" and self.token is None and self.token_file is None:
+            problems.append('"token" or "token_file" is required when api = "v3"')
         if self.token is not None and self.token_file is not None:
             problems.append('give either "token" or "token_file", not both')
         if self.password is not None and self.password_file is not None:

@@ -169,6 +169,14 @@ def _influx_no_effect(data: Mapping[str, Any]) -> Iterator[Finding]:
                     'has no effect with api = "v2" (it signs in with token / token_file '
                     'and writes to bucket); for InfluxDB 1.x set api = "v1"',
                 )
+    elif api == "v3":
+        for key in ("org", "bucket", "retention_policy", "username", "password", "password_file"):
+            if key in given:
+                yield (
+                    f"{where}.{key}",
+                    'has no effect with api = "v3" (it signs in with token / token_file '
+                    "and writes to database, InfluxDB 3's db)",
+                )
 
 
 def _local_store_off(data: Mapping[str, Any]) -> Iterator[Finding]:

@@ -54,7 +54,8 @@ HEADER = """\
 [sinks.local]
 # retention = "30d"
 
-## InfluxDB 2.x/3.x/Cloud (api = "v2") or 1.x (api = "v1", database = "...").
+## InfluxDB 2.x/3.x/Cloud (api = "v2"), 1.x (api = "v1", database = "...") or
+## InfluxDB 3's native API (api = "v3", database = "...", token).
 ## Uncomment to write there instead of (or, with [sinks.local] enabled = true,
 ## as well as) the local store.
 # [sinks.influxdb]

@@ -588,9 +588,10 @@ class FakeInfluxServer:
 
     Used only for answers that real servers won't produce on demand: 429/503 with
     Retry-After, 400 parse rejects, 401/403/404, 413, 422 partial writes, slow answers.
-    POSTs to ``/api/v2/write`` (v2) and ``/write`` (v1) get the scripted :class:`Answer`
-    (or the result of a scripted callable ``(lines) -> Answer``) in order; after the script
-    is used up they get :attr:`default` (204). ``GET /ping`` answers 204, ``GET /health``
+    POSTs to ``/api/v2/write`` (v2), ``/write`` (v1) and ``/api/v3/write_lp`` (v3, which
+    answers 204 like InfluxDB 3) get the scripted :class:`Answer` (or the result of a
+    scripted callable ``(lines) -> Answer``) in order; after the script is used up they get
+    :attr:`default` (204). ``GET /ping`` answers 204, ``GET /health``
     200; anything else 404. Every request is recorded in :attr:`requests` with its body
     gunzipped (``Content-Encoding: gzip``) and split into lines.
     """
@@ -627,6 +628,7 @@ class FakeInfluxServer:
             app = web.Application(client_max_size=1 << 30)
             app.router.add_post("/api/v2/write", self._write)
             app.router.add_post("/write", self._write)
+            app.router.add_post("/api/v3/write_lp", self._write)
             app.router.add_get("/ping", self._ping)
             app.router.add_get("/health", self._health)
             app.router.add_route("*", "/{tail:.*}", self._other)
@@ -709,7 +711,11 @@ class FakeInfluxServer:
     # -- results -------------------------------------------------------------------------------
     def write_requests(self) -> list[RecordedRequest]:
         with self._lock:
-            return [r for r in self.requests if r.method == "POST" and r.path.endswith("write")]
+            return [
+                r
+                for r in self.requests
+                if r.method == "POST" and r.path.endswith(("write", "/write_lp"))
+            ]
 
     def accepted_lines(self) -> list[str]:
         """Lines the fake counts as stored: all lines of 2xx answers plus ``Answer.written``."""

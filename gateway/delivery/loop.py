@@ -111,7 +111,11 @@ class DeliveryLoop:
                 bad = {i for i, _ in outcome.rejected}
                 rejected = [(part[i], reason) for i, reason in outcome.rejected if i < len(part)]
                 await self._dead_letter(rejected)
-                self._ok(len(part) - len(bad))
+                rest = [ln for i, ln in enumerate(part) if i not in bad]
+                if outcome.resend_rest and rest:
+                    pending.append(rest)
+                else:
+                    self._ok(len(part) - len(bad))
             elif verdict in (Verdict.REJECTS_SOME, Verdict.TOO_LARGE):
                 self._failed(verdict.value)
                 if len(part) == 1:

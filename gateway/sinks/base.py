@@ -41,6 +41,9 @@ class Outcome:
     retry_after: float | None = None
     rejected: Sequence[tuple[int, str]] = field(default=())
     """(index into the batch, server's reason) for PARTIAL."""
+    resend_rest: bool = False
+    """PARTIAL only: the server's list may be cut short, so the lines it did not name are
+    written again (those it stored merge; more rejects get named)."""
 
 
 class Sink(ABC):

@@ -1,12 +1,16 @@
 """The InfluxDB sink: writes spooled line protocol and classifies the server's answer.
 
-Two wire APIs:
+Three wire APIs:
 
 * ``api = "v2"`` — ``POST /api/v2/write`` through influxdb-client's async API (InfluxDB
   2.x, 3.x, Cloud and compatible servers). influxdb-client is imported in :meth:`start`
   only: it costs ~30 MB of RSS and the default configuration never needs it.
 * ``api = "v1"`` — ``POST /write?db=…`` with aiohttp directly (InfluxDB 1.x, which has
   no ``/api/v2/write`` before 1.8).
+* ``api = "v3"`` — ``POST /api/v3/write_lp?db=…&accept_partial=true`` with aiohttp
+  (InfluxDB 3 Core/Enterprise). Never ``no_sync``: it acknowledges before the server's WAL
+  is persisted, and the spool forgets a batch once it is acknowledged. A 400 there is a
+  partial write: the lines it lists are dead-lettered, the rest were stored.
 
 This module only sends a batch and says what the answer means (:class:`Outcome`); the
 policy (retry, backoff, Retry-After, bisecting, dead-lettering) is the delivery loop's.
@@ -75,6 +79,8 @@ _DATA_MESSAGES = (
 )
 # InfluxDB 3's answer when the valid lines were written (accept_partial, the default).
 _V3_PARTIAL = "partial write of line protocol occurred"
+# InfluxDB 3 lists at most this many rejected lines; a batch may have had more.
+V3_MAX_LISTED = 100
 # What to fix when a 4xx refuses the request itself (not the data), by status.
 _REFUSED_HINTS = {
     405: "that URL takes no POST: a proxy or another service answers there",
@@ -198,7 +204,7 @@ def _describe_error(err: BaseException, timeout: float) -> str:
 
 
 class InfluxSink(Sink):
-    """Writes batches to InfluxDB (v2 API through influxdb-client, or the 1.x API)."""
+    """Writes batches to InfluxDB (v2 API through influxdb-client; v1 and v3 with aiohttp)."""
 
     name = "influxdb"
 
@@ -233,6 +239,8 @@ class InfluxSink(Sink):
         s = self.section
         if s.api == "v2":
             target = f'org "{s.org}", bucket "{s.bucket}"'
+        elif s.api == "v3":
+            target = f'database "{s.database}"'
         else:
             target = f'database "{s.database}"'
             if s.retention_policy:
@@ -245,7 +253,7 @@ class InfluxSink(Sink):
         if self.section.api == "v2":
             self._open_v2()
         else:
-            self._open_v1()
+            self._open_v1()  # aiohttp, also for v3
         self._started = True
         self._log.info("influxdb sink ready", target=self.describe())
 
@@ -298,7 +306,9 @@ class InfluxSink(Sink):
             pair = base64.b64encode(f"{s.username}:{secret}".encode()).decode("ascii")
             self._auth = SecretStr(f"Basic {pair}")
         elif secret:
-            self._auth = SecretStr(f"Token {secret}")
+            # InfluxDB 3 takes "Token" too, but documents "Bearer" for /api/v3.
+            scheme = "Bearer" if s.api == "v3" else "Token"
+            self._auth = SecretStr(f"{scheme} {secret}")
         else:
             self._auth = None
 
@@ -364,6 +374,8 @@ class InfluxSink(Sink):
             body = "\n".join(lines)
             if self.section.api == "v2":
                 return await self._write_v2(body, len(lines))
+            if self.section.api == "v3":
+                return await self._write_v3(body, len(lines))
             return await self._write_v1(body, len(lines))
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             return self._transient(err)
@@ -406,11 +418,25 @@ class InfluxSink(Sink):
         return gzip.compress(data, GZIP_LEVEL), "gzip"
 
     async def _write_v1(self, body: str, n_lines: int) -> Outcome:
-        assert self._session is not None
         s = self.section
         params = {"db": s.database, "precision": "ns"}
         if s.retention_policy:
             params["rp"] = s.retention_policy
+        return await self._post("/write", params, body, n_lines)
+
+    async def _write_v3(self, body: str, n_lines: int) -> Outcome:
+        # accept_partial=true is the server's default, said anyway: our PARTIAL handling
+        # depends on it. no_sync is never sent (see the module docstring).
+        params = {
+            "db": self.section.database,
+            "precision": "nanosecond",
+            "accept_partial": "true",
+        }
+        return await self._post("/api/v3/write_lp", params, body, n_lines)
+
+    async def _post(self, path: str, params: dict[str, str], body: str, n_lines: int) -> Outcome:
+        """POST ``body`` with aiohttp (v1 and v3) and classify the answer."""
+        assert self._session is not None
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self._auth is not None:
             headers["Authorization"] = self._auth.get_secret_value()
@@ -418,7 +444,7 @@ class InfluxSink(Sink):
         if encoding:
             headers["Content-Encoding"] = encoding
         async with self._session.post(
-            f"{self._url}/write", params=params, data=data, headers=headers
+            f"{self._url}{path}", params=params, data=data, headers=headers
         ) as resp:
             answer = await resp.read()
             if 200 <= resp.status < 300:
@@ -477,6 +503,8 @@ class InfluxSink(Sink):
             kind = "429 too many requests" if status == 429 else "503 unavailable"
             wait = f", Retry-After {retry_after:g} s" if retry_after is not None else ""
             return Outcome(Verdict.RETRY, f"HTTP {kind}: {at}{wait}{said}", retry_after)
+        if s.api == "v3" and status in (400, 422) and not page:
+            return self._classify_v3(status, doc, n_lines, said)
         if status in (400, 422) and not page and _names_data(status, lowered, doc):
             rejected = _v3_rejected(doc, n_lines) if status == 400 else None
             if rejected is not None:
@@ -496,13 +524,39 @@ class InfluxSink(Sink):
         # 1xx/3xx left over after redirects: the URL points somewhere odd; keep retrying.
         return Outcome(Verdict.RETRY, f"HTTP {status}: {at} answered unexpectedly{said}")
 
+    def _classify_v3(self, status: int, doc: Any, n_lines: int, said: str) -> Outcome:
+        """InfluxDB 3 with accept_partial: a 400 is a partial write naming its rejects.
+
+        Never bisected: the lines not listed were stored. A 400/422 that names no line we
+        can map blocks the sink like any other 4xx that is not about the data.
+        """
+        at = f"InfluxDB at {self._where}"
+        rejected = _v3_rejected(doc, n_lines)
+        if rejected is None:
+            return Outcome(
+                Verdict.CONFIG,
+                f"{at}: {status} {HTTPStatus(status).phrase} — POST {self._where}"
+                f"/api/v3/write_lp: the answer names no line of the {n_lines} sent (expected "
+                "a partial-write list); readings stay spooled: check sinks.influxdb.url and "
+                f"database{said}",
+            )
+        # The server lists at most V3_MAX_LISTED lines: with that many, more may have been
+        # refused unlisted, so the lines not listed are sent again (stored ones merge).
+        unsure = len(rejected) >= V3_MAX_LISTED and n_lines > len(rejected)
+        return Outcome(
+            Verdict.PARTIAL,
+            f"{at}: {status} partial write, {len(rejected)} of {n_lines} lines rejected{said}",
+            rejected=[(i, self._scrub(r)) for i, r in rejected],
+            resend_rest=unsure,
+        )
+
     def _refused(self, status: int) -> str:
         """A 4xx that refuses the request itself: what it means and what to check."""
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "client error"
-        path = "/api/v2/write" if self.section.api == "v2" else "/write"
+        path = {"v2": "/api/v2/write", "v3": "/api/v3/write_lp"}.get(self.section.api, "/write")
         hint = _REFUSED_HINTS.get(status, "the answer names no line")
         if status == 415 and self.section.gzip:
             hint += "; if it cannot take gzip, set sinks.influxdb.gzip = false"
@@ -525,6 +579,16 @@ class InfluxSink(Sink):
 
     def _not_found_fix(self, lowered: str) -> str:
         s = self.section
+        if s.api == "v3":
+            if "database" in lowered:
+                return (
+                    f'database "{s.database}" not found — create it (influxdb3 create '
+                    "database) or fix sinks.influxdb.database"
+                )
+            return (
+                f"no /api/v3/write_lp at {self._where} — for InfluxDB 2.x set "
+                'sinks.influxdb.api = "v2", for 1.x "v1", else check sinks.influxdb.url'
+            )
         if s.api == "v1":
             if "database" in lowered:
                 return f'database "{s.database}" not found — CREATE DATABASE {s.database}'
