@@ -245,6 +245,37 @@ async def test_rows_in_sample_and_in_recent_read_as_one_store(store: Path, tmp_p
     assert run_query(path, QueryRequest(limit=None)) == run_query(store, QueryRequest(limit=None))
 
 
+def test_windows_mean_takes_numbers_only(store: Path) -> None:
+    """Two-minute windows from T0: booleans and strings have no mean."""
+    rows = run_query(store, QueryRequest(start_ns=T0, every_ns=120 * S, agg="mean"))
+    assert rows == [
+        Row(T0, "climate", "d1", D1, "battery", 87.0),
+        Row(T0, "climate", "d1", D1, "humidity", (45.2 + 45.0) / 2),
+        Row(T0, "climate", "d1", D1, "temperature", (21.5 + 21.75) / 2),
+        Row(T0, "climate", "d2", D2, "temperature", 19.0),
+        Row(T0, "power", "d1", P1, "watts", 120.0),
+    ]
+    assert [type(r.value) for r in rows] == [float] * 5
+
+
+def test_windows_count_and_last_take_every_value(store: Path) -> None:
+    req = QueryRequest(start_ns=T0, every_ns=60 * S, agg="count")
+    assert [(r.time_ns - T0, r.device, r.field, r.value) for r in run_query(store, req)] == [
+        (0, "d1", "battery", 1),
+        (0, "d1", "humidity", 1),
+        (0, "d1", "temperature", 1),
+        (0, "d2", "door", 1),
+        (0, "d2", "note", 1),
+        (0, "d2", "temperature", 1),
+        (60 * S, "d1", "humidity", 1),
+        (60 * S, "d1", "temperature", 1),
+        (60 * S, "d1", "watts", 1),
+        (120 * S, None, "ok", 1),
+    ]
+    req = QueryRequest(start_ns=T0, every_ns=3600 * S, agg="last", limit=2)
+    assert [(r.field, r.value) for r in run_query(store, req)] == [("watts", 120), ("ok", False)]
+
+
 # --- formatting --------------------------------------------------------------------
 
 

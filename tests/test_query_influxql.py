@@ -286,3 +286,63 @@ def test_wrong_password_exit_5_and_never_shown(
     _, err = capsys.readouterr()
     assert code == 0
     assert err.endswith("sensor-gateway: no readings match\n")
+
+
+# --- windows and aggregates ------------------------------------------------------------
+
+
+def _expected_windows(
+    written: Written, every_s: int, agg: str
+) -> dict[tuple[int, str, str], float | int]:
+    """Each window's aggregate, computed here from the points written."""
+    groups: dict[tuple[int, str, str], list[float | int]] = {}
+    for p in written.points:
+        start = p["time"] - p["time"] % (every_s * S)
+        for field in ("seq", "temperature"):
+            groups.setdefault((start, p["device"], field), []).append(p[field])
+    reduce = {
+        "mean": lambda v: sum(v) / len(v),
+        "sum": sum,
+        "min": min,
+        "max": max,
+        "last": lambda v: v[-1],
+        "count": len,
+    }[agg]
+    return {key: reduce(values) for key, values in groups.items()}
+
+
+@pytest.mark.parametrize("agg", ["mean", "min", "max", "last", "count", "sum"])
+@pytest.mark.parametrize("source", ["local", "influxdb"])
+def test_windows_and_aggregates(
+    written: Written, capsys: pytest.CaptureFixture[str], source: str, agg: str
+) -> None:
+    since = str(written.base_ns // S)
+    code, out, err = query(
+        written, capsys, "--source", source, "-o", "json", "--since", since,
+        "--every", "2m", "--agg", agg,
+    )  # fmt: skip
+    assert code == 0, err
+    rows = json_rows(out)
+    got = {(r["time_ns"], r["device"], r["field"]): r["value"] for r in rows}
+    expected = _expected_windows(written, 120, agg)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert len(rows) == len(expected) == 5 * 2 * 2
+    kinds = {(r["field"], type(r["value"])) for r in rows}
+    if agg == "mean":
+        assert kinds == {("seq", float), ("temperature", float)}
+    elif agg == "count":
+        assert kinds == {("seq", int), ("temperature", int)}
+    else:
+        assert kinds == {("seq", int), ("temperature", float)}
+    assert [r["time_ns"] for r in rows] == sorted(r["time_ns"] for r in rows)
+
+
+def test_every_needs_since_and_a_valid_window(
+    written: Written, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = query(written, capsys, "--every", "5m")
+    assert code == 2
+    assert "sensor-gateway: --every needs --since" in err
+    code, _, err = query(written, capsys, "--since", "-1h", "--every", "5 minutes")
+    assert code == 2
+    assert 'sensor-gateway: --every: invalid window "5 minutes"' in err

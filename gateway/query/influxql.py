@@ -148,9 +148,10 @@ class InfluxQLBackend:
 
     def rows(self, req: QueryRequest) -> list[Row]:
         q = build_select(req, self.retention_policy)
+        floats = self._float_fields(req)
         answer = self.query(q)
         streams = [
-            _series_rows(rank, series, req.agg)
+            _series_rows(rank, series, req.agg, floats.get(series["name"], set()))
             for rank, series in enumerate(_sorted_series(answer))
         ]
         merged = heapq.merge(*streams, reverse=True)
@@ -161,6 +162,21 @@ class InfluxQLBackend:
             picked.append(item)
         picked.reverse()
         return [row for *_, row in picked]
+
+    def _float_fields(self, req: QueryRequest) -> dict[str, set[str]]:
+        """Per measurement, its float fields: InfluxDB's JSON writes 20.0 as ``20``, and
+        ``mean`` is a float whatever the field."""
+        source = quote_ident(req.measurement) if req.measurement is not None else "/.*/"
+        if self.retention_policy:
+            source = f"{quote_ident(self.retention_policy)}.{source}"
+        answer = self.query(f"SHOW FIELD KEYS FROM {source}")
+        floats: dict[str, set[str]] = {}
+        for series in _series(answer):
+            names = floats.setdefault(series["name"], set())
+            for key, kind in series.get("values", []):
+                if kind == "float" or req.agg == "mean":
+                    names.add(key)
+        return floats
 
     def summary(self) -> list[SeriesSummary]:
         counts = self.query('SELECT count(*) FROM /.*/ GROUP BY "device"')
@@ -263,7 +279,7 @@ def _sorted_series(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _series_rows(
-    rank: int, series: dict[str, Any], agg: str | None
+    rank: int, series: dict[str, Any], agg: str | None, floats: set[str]
 ) -> Iterator[tuple[int, int, int, Row]]:
     """One series' values as rows, newest first (the answer is ``ORDER BY time DESC``),
     each keyed ``(time, series rank, -column)`` for a stable merge."""
@@ -280,4 +296,6 @@ def _series_rows(
             value: FieldValue | None = values[i]
             if value is None:
                 continue
+            if agg != "count" and names[i] in floats and type(value) is int:
+                value = float(value)
             yield time_ns, rank, -i, Row(time_ns, series["name"], device, tags, names[i], value)

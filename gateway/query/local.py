@@ -19,18 +19,19 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from gateway.query.backend import (
-    QueryArgumentError,
     QueryError,
     QueryRequest,
     Row,
     SeriesSummary,
     checked_range,
 )
+from gateway.query.windows import aggregate, newest
 
 __all__ = ["LocalBackend", "run_query", "summary"]
 
@@ -73,8 +74,9 @@ def run_query(store_path: Path, req: QueryRequest) -> list[Row]:
         QueryError: the store is missing or unreadable, or the request is invalid.
     """
     start, end = checked_range(req)
-    if req.every_ns is not None:
-        raise QueryArgumentError("--every: windows are not computed over the local store yet")
+    if req.every_ns is not None and req.agg is not None:
+        raw = run_query(store_path, replace(req, limit=None, every_ns=None, agg=None))
+        return newest(aggregate(raw, req.every_ns, req.agg), req.limit)
     with _reading(store_path) as db:
         columns = _columns(db, req)
         recent = _recent(db, {col.field_id for col in columns}, start, end)
