@@ -21,6 +21,7 @@ MEASUREMENT: Final = "sensors"
 # Field name → the unit it is stored in. Names not listed are dimensionless or counts.
 QUANTITIES: Final[dict[str, str]] = {
     "temperature": "degC",
+    "device_temperature": "degC",
     "dew_point": "degC",
     "humidity": "%",
     "pressure": "hPa",
@@ -35,6 +36,7 @@ QUANTITIES: Final[dict[str, str]] = {
     "energy_today": "kWh",
     "energy_yesterday": "kWh",
     "energy_period": "Wh",
+    "energy_returned": "kWh",
     "voltage": "V",
     "current": "A",
     "frequency": "Hz",
@@ -49,6 +51,8 @@ def to_scheme_unit(value: float, unit: str, to_unit: str) -> float:
     """``value`` in ``unit`` converted to ``to_unit`` (ValueError for unknown units)."""
     if unit == to_unit:
         return value
+    if unit == "Wmin":  # Shelly Gen1 energy counters: watt-minutes
+        value, unit = value / 60, "Wh"
     convert = _CACHE.get((unit, to_unit))
     if convert is None:
         convert = _CACHE[unit, to_unit] = converter(unit, to_unit)
