@@ -154,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         "--limit",
         type=int,
         default=1000,
-        help="at most this many rows, newest (default 1000)",
+        help="at most this many readings, the newest (default 1000)",
     )
     p.add_argument(
         "-o",

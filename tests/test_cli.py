@@ -358,48 +358,45 @@ def answered_local(store: Store) -> str:
 
 
 def test_query_json(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """One JSON object per reading: time, measurement, device, tags, then fields."""
     code, out, _ = run(["query", "-c", str(store.config), "-o", "json"], capsys)
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
-    expected = []
-    for i in range(LINES):
-        ms = store.base_ms + i * 1000
-        for name, value in (("door", i % 2 == 0), ("seq", i), ("temperature", 20 + i / 4)):
-            expected.append(
-                {
-                    "time": _rfc3339(ms),
-                    "time_ns": ms * 1_000_000,
-                    "measurement": "heating",
-                    "device": "boiler",
-                    "field": name,
-                    "value": value,
-                    "tags": {"site": "home"},
-                }
-            )
-    assert rows == expected
-    assert [type(r["value"]) for r in rows[:3]] == [bool, int, float]
+    assert rows == [
+        {
+            "time": _rfc3339(store.base_ms + i * 1000),
+            "measurement": "heating",
+            "device": "boiler",
+            "site": "home",
+            "door": i % 2 == 0,
+            "seq": i,
+            "temperature": 20 + i / 4,
+        }
+        for i in range(LINES)
+    ]
+    assert [type(v) for v in rows[0].values()][4:] == [bool, int, float]
+    assert list(rows[0]) == ["time", "measurement", "device", "site", "door", "seq", "temperature"]
 
 
 def test_query_csv(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["query", "-c", str(store.config), "-o", "csv", "-f", "seq"], capsys)
     assert code == 0
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == ["time", "measurement", "device", "field", "value", "tags"]
+    assert rows[0] == ["time", "measurement", "device", "site", "seq"]
     assert rows[1:] == [
-        [_rfc3339(store.base_ms + i * 1000), "heating", "boiler", "seq", str(i), "site=home"]
+        [_rfc3339(store.base_ms + i * 1000), "heating", "boiler", "home", str(i)]
         for i in range(LINES)
     ]
 
 
 def test_query_table(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
-        ["query", "-c", str(store.config), "-d", "boiler", "-f", "temperature"], capsys
-    )
+    code, out, _ = run(["query", "-c", str(store.config), "-d", "boiler"], capsys)
     assert code == 0
     header, *lines = out.splitlines()
-    assert header.split() == ["time", "device", "measurement", "field", "value", "tags"]
+    assert header.split() == ["time", "measurement", "device", "site", "door", "seq", "temperature"]
     assert [line.split()[1:] for line in lines] == [
-        ["boiler", "heating", "temperature", repr(20 + i / 4), "site=home"] for i in range(LINES)
+        ["heating", "boiler", "home", str(i % 2 == 0).lower(), str(i), repr(20 + i / 4)]
+        for i in range(LINES)
     ]
 
 
@@ -407,13 +404,17 @@ def test_query_filters(store: Store, capsys: pytest.CaptureFixture[str]) -> None
     args = ["query", "-c", str(store.config), "-o", "json"]
     code, out, _ = run([*args, "--latest"], capsys)
     assert code == 0
-    latest = {r["field"]: r["value"] for r in map(json.loads, out.splitlines())}
-    assert latest == {"door": True, "seq": LINES - 1, "temperature": 20 + (LINES - 1) / 4}
-    code, out, _ = run([*args, "-f", "seq", "-n", "2"], capsys)
-    assert [json.loads(line)["value"] for line in out.splitlines()] == [LINES - 2, LINES - 1]
+    (latest,) = map(json.loads, out.splitlines())
+    assert (latest["door"], latest["seq"], latest["temperature"]) == (
+        True,
+        LINES - 1,
+        20 + (LINES - 1) / 4,
+    )
+    code, out, _ = run([*args, "-n", "2"], capsys)  # two readings, each with 3 fields
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [LINES - 2, LINES - 1]
     since = str(store.base_ms // 1000 + 3)  # epoch seconds
     code, out, _ = run([*args, "-f", "seq", "--since", since], capsys)
-    assert [json.loads(line)["value"] for line in out.splitlines()] == list(range(3, LINES))
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == list(range(3, LINES))
     code, out, err = run([*args, "-d", "nosuch"], capsys)
     assert (code, out) == (0, "")
     code, out, err = run([*args[:-2], "-d", "nosuch"], capsys)

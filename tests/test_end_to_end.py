@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,25 @@ def _series(points: list[Point]) -> dict[SeriesKey, list[tuple[int | None, float
     return out
 
 
-def _local_series(stdout: str) -> dict[SeriesKey, list[tuple[int, Any]]]:
-    """``query -o json`` output in the same shape (ns times), sorted by time."""
+def _ns(rfc3339: str) -> int:
+    """Nanoseconds for ``2024-05-01T10:00:00.123456789Z`` (as ``query`` writes times)."""
+    whole, frac = rfc3339.removesuffix("Z").split(".")
+    seconds = int(datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp())
+    return seconds * 1_000_000_000 + int(frac)
+
+
+def _local_series(stdout: str, tag_keys: set[str]) -> dict[SeriesKey, list[tuple[int, Any]]]:
+    """``query -o json`` output (one object per reading: time, measurement, device, the
+    tags, the fields) in the same shape (ns times), sorted by time."""
     out: dict[SeriesKey, list[tuple[int, Any]]] = {}
     for line in stdout.splitlines():
         row = json.loads(line)
-        labels = frozenset({**row["tags"], "device": row["device"]}.items())
-        out.setdefault((f"{row['measurement']}_{row['field']}", labels), []).append(
-            (row["time_ns"], row["value"])
-        )
+        time_ns, measurement = _ns(row.pop("time")), row.pop("measurement")
+        tags = {k: row.pop(k) for k in [*tag_keys, "device"] if k in row}
+        labels = frozenset((k, v) for k, v in tags.items() if v is not None)
+        for name, value in row.items():
+            if value is not None:
+                out.setdefault((f"{measurement}_{name}", labels), []).append((time_ns, value))
     for rows in out.values():
         rows.sort()
     return out
@@ -301,9 +312,9 @@ def test_serial_and_mqtt_devices_reach_victoria_and_the_local_store(
             assert times == [t // MS for t, _ in want if t is not None], key
 
     # The local store answers `query` with the same set, at full ns precision.
-    result = gw.cli("query", "-o", "json", "-n", "1000000")
+    result = gw.cli("query", "--source", "local", "-o", "json", "-n", "1000000")
     assert result.returncode == 0, result.stderr
-    local = _local_series(result.stdout)
+    local = _local_series(result.stdout, {k for _, labels in expected for k, _ in labels})
     assert set(local) == set(expected)
     for key, rows in local.items():
         assert [t // MS for t, _ in rows] == [t for t, _ in vm[key]], key
@@ -529,9 +540,9 @@ def test_an_installed_driver_runs_end_to_end(
 
     result = gw.cli("query", "-o", "json", "-d", "counter_7")
     assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    counts = [r["value"] for r in rows if r["field"] == "count"]
-    temps = [r["value"] for r in rows if r["field"] == "temperature"]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]  # one per reading
+    counts = [r["count"] for r in rows if r.get("count") is not None]
+    temps = [r["temperature"] for r in rows if r.get("temperature") is not None]
     # Every answered poll once, in order, from the first: nothing lost or duplicated.
     assert counts == list(range(100, 100 + len(counts)))
     assert len(counts) >= 5
@@ -539,7 +550,7 @@ def test_an_installed_driver_runs_end_to_end(
     assert len(temps) == len(counts)
     assert all(18.0 <= t <= 24.0 for t in temps)
     assert {r["measurement"] for r in rows} == {"counter"}
-    assert all(r["tags"] == {"unit": "7"} for r in rows)
+    assert all(r["unit"] == "7" for r in rows)
     doc = json.loads(gw.cli("status", "--json").stdout)
     assert doc["devices"]["counter_7"]["readings"] == len(counts)
     assert doc["devices"]["counter_7"]["rejected"] == {}

@@ -26,6 +26,7 @@ from gateway.query import (
     run_query,
     summary,
 )
+from gateway.query.formats import fit_table
 from gateway.sinks.local import LocalStore
 
 T0 = 1_714_557_600_000_000_000  # 2024-05-01T10:00:00Z
@@ -117,16 +118,22 @@ def test_time_range_includes_start_and_excludes_end(store: Path) -> None:
     assert [r[0] for r in q(store, end_ns=T0 + 1)] == [0, 0, 0]
 
 
-def test_limit_keeps_the_most_recent_rows_in_ascending_order(store: Path) -> None:
+def test_limit_keeps_the_most_recent_readings_in_ascending_order(store: Path) -> None:
+    """The limit counts readings (time + series), not field values."""
     assert q(store, limit=2) == [
         (90.123456789, "power", "d1", "watts", 120),
         (120, "status", None, "ok", False),
     ]
-    assert q(store, limit=4, device="d1") == [
-        (0, "climate", "d1", "temperature", 21.5),
+    assert q(store, limit=2, device="d1") == [
         (60, "climate", "d1", "humidity", 45.0),
         (60, "climate", "d1", "temperature", 21.75),
         (90.123456789, "power", "d1", "watts", 120),
+    ]
+    assert q(store, limit=3, device="d1") == [
+        (0, "climate", "d1", "battery", 87),
+        (0, "climate", "d1", "humidity", 45.2),
+        (0, "climate", "d1", "temperature", 21.5),
+        *q(store, limit=2, device="d1"),
     ]
     assert len(q(store, limit=None)) == 10
 
@@ -280,18 +287,37 @@ def test_windows_count_and_last_take_every_value(store: Path) -> None:
 
 
 def test_format_table(store: Path) -> None:
+    """One line per reading, one column per field, newest last; blanks where missing."""
     assert format_table(run_query(store, QueryRequest()), tz=PLUS2) == (
-        "time                           device  measurement  field        value           tags\n"
-        "2024-05-01T12:00:00.000+02:00  d1      climate      battery      87              site=home\n"
-        "2024-05-01T12:00:00.000+02:00  d1      climate      humidity     45.2            site=home\n"
-        "2024-05-01T12:00:00.000+02:00  d1      climate      temperature  21.5            site=home\n"
-        "2024-05-01T12:00:30.000+02:00  d2      climate      door         true            site=lab\n"
-        '2024-05-01T12:00:30.000+02:00  d2      climate      note         hello, "world"  site=lab\n'
-        "2024-05-01T12:00:30.000+02:00  d2      climate      temperature  19.0            site=lab\n"
-        "2024-05-01T12:01:00.000+02:00  d1      climate      humidity     45.0            site=home\n"
-        "2024-05-01T12:01:00.000+02:00  d1      climate      temperature  21.75           site=home\n"
-        "2024-05-01T12:01:30.123+02:00  d1      power        watts        120             phase=L1\n"
-        "2024-05-01T12:02:00.000+02:00  -       status       ok           false\n"
+        "time                           measurement  device  phase  site  battery  door  humidity  note            ok     temperature  watts\n"
+        "2024-05-01T12:00:00.000+02:00  climate      d1             home  87             45.2                             21.5\n"
+        '2024-05-01T12:00:30.000+02:00  climate      d2             lab            true            hello, "world"         19.0\n'
+        "2024-05-01T12:01:00.000+02:00  climate      d1             home                 45.0                             21.75\n"
+        "2024-05-01T12:01:30.123+02:00  power        d1      L1                                                                        120\n"
+        "2024-05-01T12:02:00.000+02:00  status                                                                     false\n"
+    )  # fmt: skip
+
+
+def test_format_table_fits_the_width() -> None:
+    """Values are cut to their column name's width first, then columns go from the right."""
+    rows = [
+        Row(T0, "m", "d", {"device": "d"}, "text", "a rather long text value"),
+        Row(T0, "m", "d", {"device": "d"}, "zeta", 1.5),
+    ]
+    wide = format_table(rows, tz=UTC)
+    assert wide.splitlines()[1] == (
+        "2024-05-01T10:00:00.000+00:00  m            d       a rather long text value  1.5"
+    )
+    assert fit_table(rows, tz=UTC, width=max(map(len, wide.splitlines()))) == (wide, [])
+    assert fit_table(rows, tz=UTC, width=70) == (
+        "time                           measurement  device  text          zeta\n"
+        "2024-05-01T10:00:00.000+00:00  m            d       a rather lo…  1.5\n",
+        [],
+    )
+    assert fit_table(rows, tz=UTC, width=60) == (
+        "time                           measurement  device  text\n"
+        "2024-05-01T10:00:00.000+00:00  m            d       a rathe…\n",
+        ["zeta"],
     )
 
 
@@ -307,55 +333,52 @@ def tz_plus2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.mark.usefixtures("tz_plus2")
 def test_format_table_uses_the_system_time_zone_by_default(store: Path) -> None:
     text = format_table(run_query(store, QueryRequest(limit=1)))
-    assert text.splitlines()[1].startswith("2024-05-01T12:02:00.000+02:00  -  ")
+    assert text.splitlines()[1] == "2024-05-01T12:02:00.000+02:00  status               false"
 
 
 def test_format_csv(store: Path) -> None:
     assert format_csv(run_query(store, QueryRequest())) == (
-        "time,measurement,device,field,value,tags\n"
-        "2024-05-01T10:00:00.000000000Z,climate,d1,battery,87,site=home\n"
-        "2024-05-01T10:00:00.000000000Z,climate,d1,humidity,45.2,site=home\n"
-        "2024-05-01T10:00:00.000000000Z,climate,d1,temperature,21.5,site=home\n"
-        "2024-05-01T10:00:30.000000000Z,climate,d2,door,true,site=lab\n"
-        '2024-05-01T10:00:30.000000000Z,climate,d2,note,"hello, ""world""",site=lab\n'
-        "2024-05-01T10:00:30.000000000Z,climate,d2,temperature,19.0,site=lab\n"
-        "2024-05-01T10:01:00.000000000Z,climate,d1,humidity,45.0,site=home\n"
-        "2024-05-01T10:01:00.000000000Z,climate,d1,temperature,21.75,site=home\n"
-        "2024-05-01T10:01:30.123456789Z,power,d1,watts,120,phase=L1\n"
-        "2024-05-01T10:02:00.000000000Z,status,,ok,false,\n"
+        "time,measurement,device,phase,site,battery,door,humidity,note,ok,temperature,watts\n"
+        "2024-05-01T10:00:00.000000000Z,climate,d1,,home,87,,45.2,,,21.5,\n"
+        '2024-05-01T10:00:30.000000000Z,climate,d2,,lab,,true,,"hello, ""world""",,19.0,\n'
+        "2024-05-01T10:01:00.000000000Z,climate,d1,,home,,,45.0,,,21.75,\n"
+        "2024-05-01T10:01:30.123456789Z,power,d1,L1,,,,,,,,120\n"
+        "2024-05-01T10:02:00.000000000Z,status,,,,,,,,false,,\n"
     )
 
 
-def test_format_csv_quotes_several_tags() -> None:
-    row = Row(0, "m", "d", {"device": "d", "b": "2", "a": "1"}, "f", 1.5)
-    assert format_csv([row]).splitlines()[1] == '1970-01-01T00:00:00.000000000Z,m,d,f,1.5,"a=1,b=2"'
+def test_a_field_named_like_a_tag_gets_its_own_column() -> None:
+    rows = [
+        Row(0, "m", "d", {"device": "d", "site": "x"}, "site", 1),
+        Row(0, "m", "d", {"device": "d", "site": "x"}, "device", 2),
+    ]
+    assert format_csv(rows) == (
+        "time,measurement,device,site,device_field,site_field\n"
+        "1970-01-01T00:00:00.000000000Z,m,d,x,2,1\n"
+    )
 
 
 def test_format_json(store: Path) -> None:
-    rows = run_query(store, QueryRequest())
-    assert format_json([rows[0], rows[4], rows[8], rows[9]]) == (
-        '{"time":"2024-05-01T10:00:00.000000000Z","time_ns":1714557600000000000,'
-        '"measurement":"climate","device":"d1","field":"battery","value":87,'
-        '"tags":{"site":"home"}}\n'
-        '{"time":"2024-05-01T10:00:30.000000000Z","time_ns":1714557630000000000,'
-        '"measurement":"climate","device":"d2","field":"note","value":"hello, \\"world\\"",'
-        '"tags":{"site":"lab"}}\n'
-        '{"time":"2024-05-01T10:01:30.123456789Z","time_ns":1714557690123456789,'
-        '"measurement":"power","device":"d1","field":"watts","value":120,'
-        '"tags":{"phase":"L1"}}\n'
-        '{"time":"2024-05-01T10:02:00.000000000Z","time_ns":1714557720000000000,'
-        '"measurement":"status","device":null,"field":"ok","value":false,"tags":{}}\n'
+    rows = run_query(store, QueryRequest(measurement="climate"))
+    assert format_json(rows) == (
+        '{"time":"2024-05-01T10:00:00.000000000Z","measurement":"climate","device":"d1",'
+        '"site":"home","battery":87,"door":null,"humidity":45.2,"note":null,"temperature":21.5}\n'
+        '{"time":"2024-05-01T10:00:30.000000000Z","measurement":"climate","device":"d2",'
+        '"site":"lab","battery":null,"door":true,"humidity":null,"note":"hello, \\"world\\"",'
+        '"temperature":19.0}\n'
+        '{"time":"2024-05-01T10:01:00.000000000Z","measurement":"climate","device":"d1",'
+        '"site":"home","battery":null,"door":null,"humidity":45.0,"note":null,"temperature":21.75}\n'
     )
 
 
 def test_format_json_keeps_floats_floats(store: Path) -> None:
     rows = run_query(store, QueryRequest(device="d2", fields=["temperature"]))
-    assert '"value":19.0,' in format_json(rows)
+    assert '"temperature":19.0}' in format_json(rows)
 
 
 def test_formats_of_no_rows() -> None:
     assert format_table([]) == ""
-    assert format_csv([]) == "time,measurement,device,field,value,tags\n"
+    assert format_csv([]) == ""
     assert format_json([]) == ""
     assert format_summary([]) == ""
 

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,36 @@ def query(written: Written, capsys: pytest.CaptureFixture[str], *args: str) -> t
 
 
 def json_rows(out: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.splitlines()]
+    """``-o json`` (one object per reading) as one dict per field value: time_ns,
+    device, field, value."""
+    rows = []
+    for line in out.splitlines():
+        reading = json.loads(line)
+        assert list(reading)[:4] == ["time", "measurement", "device", "site"]
+        for name in ("seq", "temperature"):
+            if reading.get(name) is not None:
+                rows.append(
+                    {
+                        "time_ns": ns(reading["time"]),
+                        "device": reading["device"],
+                        "field": name,
+                        "value": reading[name],
+                    }
+                )
+    return rows
+
+
+def stamp(time_ns: int) -> str:
+    """RFC 3339 with nine fraction digits, UTC."""
+    moment = datetime.fromtimestamp(time_ns // S, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}.{time_ns % S:09d}Z"
+
+
+def ns(rfc3339: str) -> int:
+    """Nanoseconds for ``2024-05-01T10:00:00.123456789Z``."""
+    whole, frac = rfc3339.removesuffix("Z").split(".")
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return int(seconds) * S + int(frac)
 
 
 # --- quoting -----------------------------------------------------------------------
@@ -149,12 +179,12 @@ def test_quoting() -> None:
 def test_influxdb_answers_by_default_and_says_so(
     written: Written, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = query(written, capsys, "-o", "json", "-d", "plain", "-f", "seq")
+    code, out, err = query(written, capsys, "-o", "json", "-d", "plain", "-f", "seq", "-n", "10")
     assert code == 0
     assert err == (
         f'sensor-gateway: answered by InfluxDB {written.server.url} (database "{written.db}")\n'
     )
-    assert [r["value"] for r in json_rows(out)] == list(range(N))
+    assert [r["value"] for r in json_rows(out)] == list(range(N - 10, N))  # -n counts readings
 
 
 def test_both_sources_give_the_same_rows(
@@ -166,6 +196,25 @@ def test_both_sources_give_the_same_rows(
         assert code == 0
         outs[source] = json_rows(out)
     assert outs["influxdb"] == outs["local"]
+    for fmt in ("csv", "table"):
+        texts = {
+            source: query(written, capsys, "--source", source, "-o", fmt, "-n", "3")[1]
+            for source in ("local", "influxdb")
+        }
+        assert texts["influxdb"] == texts["local"]
+        assert len(texts["local"].splitlines()) == 1 + 3
+    header, *lines = texts["local"].splitlines()
+    assert header.split() == ["time", "measurement", "device", "site", "seq", "temperature"]
+    assert lines[-1].split()[1:] == [MEASUREMENT, "plain", "lab", "29", f"{_value(1, N - 1)!r}"]
+    code, out, _ = query(written, capsys, "--source", "influxdb", "-o", "csv", "-n", "3")
+    t28, t29 = (stamp(written.base_ns + i * STEP_S * S) for i in (N - 2, N - 1))
+    hostile = '"' + HOSTILE.replace('"', '""') + '"'
+    assert out == (
+        "time,measurement,device,site,seq,temperature\n"
+        f"{t28},heating,plain,lab,28,{_value(1, 28)}\n"
+        f"{t29},heating,{hostile},home,29,{_value(0, 29)}\n"
+        f"{t29},heating,plain,lab,29,{_value(1, 29)}\n"
+    )
     got = {(r["time_ns"], r["device"], r["field"]): r["value"] for r in outs["influxdb"]}
     expected = {
         (p["time"], p["device"], f): p[f] for p in written.points for f in ("seq", "temperature")

@@ -7,6 +7,7 @@ answered is always said on stderr, as is "no readings match" (not an error: exit
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from gateway.query.backend import (
     QueryError,
     QueryRequest,
 )
-from gateway.query.formats import format_csv, format_json, format_summary, format_table
+from gateway.query.formats import fit_table, format_csv, format_json, format_summary
 from gateway.query.influxql import InfluxQLBackend
 from gateway.query.local import LocalBackend
 from gateway.query.timespec import parse_every, parse_time
@@ -144,7 +145,17 @@ def _run(args: argparse.Namespace, demo_store: Path, out: TextIO, err: TextIO) -
         return 0
     rows = backend.rows(req)
     print(answered, file=err)
-    text = {"table": format_table, "csv": format_csv, "json": format_json}[args.format](rows)
+    if args.format == "table":
+        width = shutil.get_terminal_size().columns if out.isatty() else None
+        text, hidden = fit_table(rows, width=width)
+        if hidden:
+            print(
+                f"{_PROG}: {len(hidden)} column(s) left out to fit the terminal "
+                f"({', '.join(hidden)}); choose fields with -f, or use -o csv",
+                file=err,
+            )
+    else:
+        text = {"csv": format_csv, "json": format_json}[args.format](rows)
     if not rows:
         print(f"{_PROG}: no readings match", file=err)
     out.write(text)

@@ -10,9 +10,10 @@ from datetime import timedelta, tzinfo
 
 from gateway.pipeline.reading import FieldValue
 from gateway.query.backend import Row, SeriesSummary
+from gateway.query.readings import Reading, readings
 from gateway.query.timespec import EPOCH, NS, rfc3339
 
-__all__ = ["format_csv", "format_json", "format_summary", "format_table"]
+__all__ = ["columns", "fit_table", "format_csv", "format_json", "format_summary", "format_table"]
 
 
 def _local_ms(time_ns: int, tz: tzinfo | None) -> str:
@@ -29,10 +30,6 @@ def _text(value: FieldValue) -> str:
     return str(value)
 
 
-def _other_tags(row: Row) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(row.tags.items()) if k != "device")
-
-
 def _aligned(header: Sequence[str], lines: list[list[str]]) -> str:
     widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
     out = []
@@ -41,60 +38,111 @@ def _aligned(header: Sequence[str], lines: list[list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def format_table(rows: Sequence[Row], tz: tzinfo | None = None) -> str:
-    """An aligned table: local time (ISO 8601, ms), device, measurement, field, value, tags.
+_ELLIPSIS = "…"
+_MIN_WIDTH = 6
+_GAP = 2
 
-    ``tz`` defaults to the system's time zone; "tags" are those besides ``device``.
-    Returns ``""`` for no rows.
+
+def columns(items: Sequence[Reading]) -> tuple[list[str], list[str], list[str]]:
+    """The wide output's columns: ``(header, tag keys, field names)``.
+
+    ``time``, ``measurement``, ``device``, then the other tags, then the fields, each
+    sorted by name. A field named like a column before it is shown as ``NAME_field``.
     """
-    if not rows:
-        return ""
-    lines = [
-        [
-            _local_ms(row.time_ns, tz),
-            row.device if row.device is not None else "-",
-            row.measurement,
-            row.field,
-            _text(row.value),
-            _other_tags(row),
-        ]
-        for row in rows
+    tag_keys = sorted({k for r in items for k in r.tags if k != "device"})
+    fields = sorted({f for r in items for f in r.fields})
+    taken = {"time", "measurement", "device", *tag_keys}
+    shown = [f"{f}_field" if f in taken else f for f in fields]
+    return ["time", "measurement", "device", *tag_keys, *shown], tag_keys, fields
+
+
+def _cells(item: Reading, tag_keys: list[str], fields: list[str]) -> list[FieldValue | None]:
+    return [
+        item.measurement,
+        item.device,
+        *(item.tags.get(k) for k in tag_keys),
+        *(item.fields.get(f) for f in fields),
     ]
-    return _aligned(("time", "device", "measurement", "field", "value", "tags"), lines)
+
+
+def fit_table(
+    rows: Sequence[Row], tz: tzinfo | None = None, width: int | None = None
+) -> tuple[str, list[str]]:
+    """:func:`format_table` and the columns left out because ``width`` was too narrow.
+
+    Too wide a table first has its values cut (``…``), down to their column name's width
+    (at least 6; the time never), then loses columns from the right.
+    """
+    items = readings(rows)
+    if not items:
+        return "", []
+    header, tag_keys, fields = columns(items)
+    lines = [
+        [_local_ms(item.time_ns, tz), *("" if v is None else _text(v) for v in cells)]
+        for item in items
+        for cells in [_cells(item, tag_keys, fields)]
+    ]
+    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
+    hidden: list[str] = []
+    if width is not None:
+        floor = [min(w, max(_MIN_WIDTH, len(name))) for w, name in zip(widths, header, strict=True)]
+        floor[0] = widths[0]  # the time is never cut
+        keep = len(widths)
+        while keep > 2 and sum(floor[:keep]) + _GAP * (keep - 1) > width:
+            keep -= 1
+        hidden, widths = header[keep:], widths[:keep]
+        while sum(widths) + _GAP * (keep - 1) > width:
+            widest = max(range(1, keep), key=lambda i: (widths[i] - floor[i], i))
+            if widths[widest] <= floor[widest]:
+                break
+            widths[widest] -= 1
+    out = []
+    for cells in [header, *lines]:
+        shown = [_cut(cell, w).ljust(w) for cell, w in zip(cells, widths, strict=False)]
+        out.append((" " * _GAP).join(shown).rstrip())
+    return "\n".join(out) + "\n", hidden
+
+
+def _cut(cell: str, width: int) -> str:
+    return cell if len(cell) <= width else cell[: width - 1] + _ELLIPSIS
+
+
+def format_table(rows: Sequence[Row], tz: tzinfo | None = None, width: int | None = None) -> str:
+    """A wide aligned table: one line per reading (newest last), one column per field.
+
+    Times are local (``tz``, default the system's zone; ISO 8601 with ms); missing values
+    are blank. ``width``: fit in that many columns (see :func:`fit_table`). ``""`` for no rows.
+    """
+    return fit_table(rows, tz, width)[0]
 
 
 def format_csv(rows: Sequence[Row]) -> str:
-    """CSV with a header: time (RFC 3339 UTC, ns), measurement, device, field, value, tags."""
+    """CSV with the table's columns; times RFC 3339 in UTC with ns; missing values empty.
+
+    No rows: ``""`` (there are no columns to name)."""
+    items = readings(rows)
+    if not items:
+        return ""
+    header, tag_keys, fields = columns(items)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(("time", "measurement", "device", "field", "value", "tags"))
-    for row in rows:
-        writer.writerow(
-            (
-                rfc3339(row.time_ns),
-                row.measurement,
-                row.device or "",
-                row.field,
-                _text(row.value),
-                _other_tags(row),
-            )
-        )
+    writer.writerow(header)
+    for item in items:
+        cells = _cells(item, tag_keys, fields)
+        writer.writerow([rfc3339(item.time_ns), *("" if v is None else _text(v) for v in cells)])
     return out.getvalue()
 
 
 def format_json(rows: Sequence[Row]) -> str:
-    """JSON lines, one object per row; ``value`` keeps its JSON type, ``tags`` omit device."""
+    """JSON lines, one object per reading with the table's columns as keys: ``time``
+    (RFC 3339, UTC, ns), ``measurement``, ``device``, tags, fields (their JSON types;
+    ``null`` where a reading has not that tag or field)."""
+    items = readings(rows)
+    header, tag_keys, fields = columns(items)
     out = []
-    for row in rows:
-        obj = {
-            "time": rfc3339(row.time_ns),
-            "time_ns": row.time_ns,
-            "measurement": row.measurement,
-            "device": row.device,
-            "field": row.field,
-            "value": row.value,
-            "tags": {k: v for k, v in sorted(row.tags.items()) if k != "device"},
-        }
+    for item in items:
+        values = [rfc3339(item.time_ns), *_cells(item, tag_keys, fields)]
+        obj = dict(zip(header, values, strict=True))
         out.append(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
     return "".join(out)
 

@@ -34,6 +34,7 @@ from gateway.query.backend import (
     SeriesSummary,
     checked_range,
 )
+from gateway.query.readings import take_readings
 from gateway.query.timespec import MAX_NS, MIN_NS
 
 __all__ = ["InfluxQLBackend", "build_select", "quote_ident", "quote_string"]
@@ -147,6 +148,25 @@ class InfluxQLBackend:
         return None
 
     def rows(self, req: QueryRequest) -> list[Row]:
+        try:
+            return self._rows(req)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            raise self._not_influxql(err) from None
+
+    def summary(self) -> list[SeriesSummary]:
+        try:
+            return self._summary()
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            raise self._not_influxql(err) from None
+
+    def _not_influxql(self, err: Exception) -> QueryError:
+        return QueryError(
+            f"{self.url} did not answer like InfluxDB's /query ({type(err).__name__}: {err}); "
+            "is it InfluxDB? (VictoriaMetrics, for one, does not answer InfluxQL: use "
+            "--source local)"
+        )
+
+    def _rows(self, req: QueryRequest) -> list[Row]:
         q = build_select(req, self.retention_policy)
         floats = self._float_fields(req)
         answer = self.query(q)
@@ -154,14 +174,10 @@ class InfluxQLBackend:
             _series_rows(rank, series, req.agg, floats.get(series["name"], set()))
             for rank, series in enumerate(_sorted_series(answer))
         ]
-        merged = heapq.merge(*streams, reverse=True)
-        picked: list[tuple[int, int, int, Row]] = []
-        for item in merged:
-            if req.limit is not None and not req.latest and len(picked) >= req.limit:
-                break
-            picked.append(item)
+        merged = (row for *_, row in heapq.merge(*streams, reverse=True))
+        picked = list(take_readings(merged, req.limit))
         picked.reverse()
-        return [row for *_, row in picked]
+        return picked
 
     def _float_fields(self, req: QueryRequest) -> dict[str, set[str]]:
         """Per measurement, its float fields: InfluxDB's JSON writes 20.0 as ``20``, and
@@ -178,7 +194,7 @@ class InfluxQLBackend:
                     names.add(key)
         return floats
 
-    def summary(self) -> list[SeriesSummary]:
+    def _summary(self) -> list[SeriesSummary]:
         counts = self.query('SELECT count(*) FROM /.*/ GROUP BY "device"')
         firsts = self.query('SELECT * FROM /.*/ GROUP BY "device" ORDER BY time ASC LIMIT 1')
         lasts = self.query('SELECT * FROM /.*/ GROUP BY "device" ORDER BY time DESC LIMIT 1')

@@ -20,7 +20,6 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
-from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,7 +30,8 @@ from gateway.query.backend import (
     SeriesSummary,
     checked_range,
 )
-from gateway.query.windows import aggregate, newest
+from gateway.query.readings import newest_readings, take_readings
+from gateway.query.windows import aggregate
 
 __all__ = ["LocalBackend", "run_query", "summary"]
 
@@ -76,7 +76,7 @@ def run_query(store_path: Path, req: QueryRequest) -> list[Row]:
     start, end = checked_range(req)
     if req.every_ns is not None and req.agg is not None:
         raw = run_query(store_path, replace(req, limit=None, every_ns=None, agg=None))
-        return newest(aggregate(raw, req.every_ns, req.agg), req.limit)
+        return newest_readings(aggregate(raw, req.every_ns, req.agg), req.limit)
     with _reading(store_path) as db:
         columns = _columns(db, req)
         recent = _recent(db, {col.field_id for col in columns}, start, end)
@@ -93,9 +93,8 @@ def run_query(store_path: Path, req: QueryRequest) -> list[Row]:
                     hit = newer[0]
                 if hit is not None:
                     rows.append(_row(col, hit[0], hit[1]))
-                    if req.limit is not None and len(rows) >= req.limit:
-                        break
-            return rows
+            rows.sort(key=lambda row: row.time_ns)
+            return newest_readings(rows, req.limit)
         # Newest first from each column, merged: reads only about ``limit`` rows of
         # ``sample`` however much is stored. Ties in time are broken by column order, so
         # output is stable.
@@ -104,9 +103,10 @@ def run_query(store_path: Path, req: QueryRequest) -> list[Row]:
             for rank, col in enumerate(columns)
         ]
         merged = heapq.merge(*streams, reverse=True)
-        picked = list(merged if req.limit is None else islice(merged, req.limit))
+        newest_first = (_row(columns[rank], t, value) for t, rank, value in merged)
+        picked = list(take_readings(newest_first, req.limit))
         picked.reverse()
-        return [_row(columns[rank], time_ns, value) for time_ns, rank, value in picked]
+        return picked
 
 
 def summary(store_path: Path) -> list[SeriesSummary]:

@@ -10,12 +10,12 @@ keep the values' type.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from gateway.pipeline.reading import FieldValue
 from gateway.query.backend import Aggregate, Row
 
-__all__ = ["aggregate", "newest"]
+__all__ = ["aggregate"]
 
 _Reduce = Callable[[list[FieldValue]], FieldValue]
 
@@ -73,8 +73,3 @@ def aggregate(rows: Iterable[Row], every_ns: int, agg: Aggregate) -> list[Row]:
     for (start, _), (first, values) in sorted(windows.items()):
         out.append(first._replace(time_ns=start, value=reduce(values)))
     return out
-
-
-def newest(rows: Sequence[Row], limit: int | None) -> list[Row]:
-    """The last ``limit`` of ``rows`` (all when ``None``)."""
-    return list(rows if limit is None else rows[-limit:])
