@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -11,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import _parser
 from gateway.query import (
     QueryArgumentError,
     QueryError,
     QueryRequest,
     Row,
     SeriesSummary,
+    command,
     format_csv,
     format_json,
     format_summary,
@@ -474,3 +477,36 @@ def test_parse_time_errors(text: str, message: str) -> None:
     with pytest.raises(QueryError) as err:
         parse_time(text, NOW, tz=PLUS2)
     assert message in str(err.value)
+
+
+# --- the command on a terminal -------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    """stdout as a terminal (``isatty``); its width comes from ``COLUMNS``."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_table_fits_the_terminal_and_names_what_it_left_out(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[sinks.local]\npath = "{store}"\n')
+    args = _parser().parse_args(["query", "-c", str(config), "-m", "climate"])
+    monkeypatch.setenv("COLUMNS", "72")
+    out, err = _Terminal(), io.StringIO()
+    assert command.main(args, tmp_path / "demo.db", out=out, err=err) == 0
+    assert max(map(len, out.getvalue().splitlines())) <= 72
+    assert out.getvalue().splitlines()[0].split() == [
+        "time", "measurement", "device", "site", "battery", "door",
+    ]  # fmt: skip
+    assert err.getvalue().splitlines() == [
+        f"sensor-gateway: answered by the local store {store}",
+        "sensor-gateway: 3 column(s) left out to fit the terminal (humidity, note, "
+        "temperature); choose fields with -f, or use -o csv",
+    ]
+    out = io.StringIO()  # not a terminal: every column, however wide
+    assert command.main(args, tmp_path / "demo.db", out=out, err=io.StringIO()) == 0
+    assert out.getvalue().splitlines()[0].split()[-1] == "temperature"
