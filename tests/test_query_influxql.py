@@ -395,3 +395,25 @@ def test_every_needs_since_and_a_valid_window(
     code, _, err = query(written, capsys, "--since", "-1h", "--every", "5 minutes")
     assert code == 2
     assert 'sensor-gateway: --every: invalid window "5 minutes"' in err
+
+
+def test_latest_is_per_field_when_the_newest_point_lacks_one(
+    influx1: Influx1, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Points written here (not by the gateway; a database of its own) so that the
+    newest has only ``a``: ``b``'s latest is from the point before, with its time."""
+    db, t = "query_influxql_sparse", 1_714_557_600 * S
+    influx1.create_database(db)
+    influx1.write_lines(
+        db, [f"sparse,device=s a=1,b=10 {t}", f"sparse,device=s a=2,b=20 {t + S}", f"sparse,device=s a=3 {t + 2 * S}"]
+    )  # fmt: skip
+    config = tmp_path / "gateway.toml"
+    config.write_text(_config(tmp_path, influx1.url).read_text().replace("query_influxql", db))
+    code = main(["query", "-c", str(config), "--source", "influxdb", "-o", "csv", "--latest"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert out == (
+        "time,measurement,device,a,b\n"
+        "2024-05-01T10:00:01.000000000Z,sparse,s,,20.0\n"
+        "2024-05-01T10:00:02.000000000Z,sparse,s,3.0,\n"
+    )

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from gateway.pipeline.reading import FieldValue
@@ -167,8 +168,27 @@ class InfluxQLBackend:
         )
 
     def _rows(self, req: QueryRequest) -> list[Row]:
-        q = build_select(req, self.retention_policy)
-        floats = self._float_fields(req)
+        keys = self._field_keys(req)
+        floats = {
+            m: {f for f, kind in fields if kind == "float" or req.agg == "mean"}
+            for m, fields in keys.items()
+        }
+        if req.latest:
+            # One statement per measurement + field: selecting a single field skips the
+            # points without it, so each field's newest value comes with its own time.
+            wanted = set(req.fields or ())
+            q = ";".join(
+                build_select(
+                    replace(req, measurement=m, fields=[f], limit=1), self.retention_policy
+                )
+                for m, fields in sorted(keys.items())
+                for f, _ in fields
+                if not wanted or f in wanted
+            )
+            if not q:
+                return []
+        else:
+            q = build_select(req, self.retention_policy)
         answer = self.query(q)
         streams = [
             _series_rows(rank, series, req.agg, floats.get(series["name"], set()))
@@ -179,20 +199,17 @@ class InfluxQLBackend:
         picked.reverse()
         return picked
 
-    def _float_fields(self, req: QueryRequest) -> dict[str, set[str]]:
-        """Per measurement, its float fields: InfluxDB's JSON writes 20.0 as ``20``, and
-        ``mean`` is a float whatever the field."""
+    def _field_keys(self, req: QueryRequest) -> dict[str, list[tuple[str, str]]]:
+        """Per measurement (of ``req``'s), its fields and their types (``SHOW FIELD KEYS``):
+        InfluxDB's JSON writes the float 20.0 as ``20``, and ``mean`` is always a float."""
         source = quote_ident(req.measurement) if req.measurement is not None else "/.*/"
         if self.retention_policy:
             source = f"{quote_ident(self.retention_policy)}.{source}"
         answer = self.query(f"SHOW FIELD KEYS FROM {source}")
-        floats: dict[str, set[str]] = {}
-        for series in _series(answer):
-            names = floats.setdefault(series["name"], set())
-            for key, kind in series.get("values", []):
-                if kind == "float" or req.agg == "mean":
-                    names.add(key)
-        return floats
+        return {
+            series["name"]: [(str(key), str(kind)) for key, kind in series.get("values", [])]
+            for series in _series(answer)
+        }
 
     def _summary(self) -> list[SeriesSummary]:
         counts = self.query('SELECT count(*) FROM /.*/ GROUP BY "device"')
