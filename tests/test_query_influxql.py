@@ -257,6 +257,7 @@ def test_time_range_and_latest(written: Written, capsys: pytest.CaptureFixture[s
 def test_list_from_influxdb(written: Written, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = query(written, capsys, "--source", "influxdb", "--list")
     assert code == 0
+    assert query(written, capsys, "--source", "local", "--list")[1] == out
     header, *lines = out.splitlines()
     assert header.split() == ["measurement", "device", "field", "count", "first", "last"]
     assert [line.split("  ")[0:1] for line in lines] == [[MEASUREMENT]] * 4

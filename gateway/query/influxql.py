@@ -213,32 +213,34 @@ class InfluxQLBackend:
 
     def _summary(self) -> list[SeriesSummary]:
         counts = self.query('SELECT count(*) FROM /.*/ GROUP BY "device"')
-        firsts = self.query('SELECT * FROM /.*/ GROUP BY "device" ORDER BY time ASC LIMIT 1')
-        lasts = self.query('SELECT * FROM /.*/ GROUP BY "device" ORDER BY time DESC LIMIT 1')
-
-        def times(answer: Mapping[str, Any]) -> dict[tuple[str, str | None], int]:
-            return {
-                (s["name"], (s.get("tags") or {}).get(DEVICE_TAG) or None): s["values"][0][0]
-                for s in _series(answer)
-            }
-
-        first, last = times(firsts), times(lasts)
+        keys = self._field_keys(QueryRequest())
+        # First and last time per field: one single-field statement each (selecting one
+        # field skips the points without it).
+        ends: dict[tuple[str, str | None, str], list[int]] = {}
+        for order in ("ASC", "DESC"):
+            q = ";".join(
+                f"SELECT {quote_ident(f)} FROM {self._from(m)} GROUP BY {quote_ident(DEVICE_TAG)} "
+                f"ORDER BY time {order} LIMIT 1"
+                for m, fields in sorted(keys.items())
+                for f, _ in fields
+            )
+            for series in _series(self.query(q)) if q else ():
+                field = series["columns"][1]
+                key = (series["name"], _device(series), field)
+                ends.setdefault(key, []).append(int(series["values"][0][0]))
         out = []
         for series in _series(counts):
-            key = (series["name"], (series.get("tags") or {}).get(DEVICE_TAG) or None)
             for column, count in zip(series["columns"][1:], series["values"][0][1:], strict=True):
-                if count:
-                    out.append(
-                        SeriesSummary(
-                            key[0],
-                            key[1],
-                            column.removeprefix("count_"),
-                            count,
-                            first.get(key, 0),
-                            last.get(key, 0),
-                        )
-                    )
+                key = (series["name"], _device(series), column.removeprefix("count_"))
+                if count and key in ends:
+                    out.append(SeriesSummary(*key, count, min(ends[key]), max(ends[key])))
         return sorted(out, key=lambda s: (s.measurement, s.device or "", s.field))
+
+    def _from(self, measurement: str) -> str:
+        source = quote_ident(measurement)
+        if self.retention_policy:
+            source = f"{quote_ident(self.retention_policy)}.{source}"
+        return source
 
     def query(self, q: str) -> dict[str, Any]:
         """Run one InfluxQL statement; the decoded answer, times in ns.
@@ -294,6 +296,10 @@ class InfluxQLBackend:
                 "the bucket needs a DBRP mapping (influx v1 dbrp create)"
             )
         return QueryError(f"InfluxDB {self.url} answered HTTP {status}: {text}")
+
+
+def _device(series: Mapping[str, Any]) -> str | None:
+    return (series.get("tags") or {}).get(DEVICE_TAG) or None
 
 
 def _series(answer: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
