@@ -30,6 +30,7 @@ from gateway.query import (
     summary,
 )
 from gateway.query.formats import fit_table
+from gateway.query.influxql import build_select, quote_ident, quote_string
 from gateway.sinks.local import LocalStore
 
 T0 = 1_714_557_600_000_000_000  # 2024-05-01T10:00:00Z
@@ -510,3 +511,16 @@ def test_the_table_fits_the_terminal_and_names_what_it_left_out(
     out = io.StringIO()  # not a terminal: every column, however wide
     assert command.main(args, tmp_path / "demo.db", out=out, err=io.StringIO()) == 0
     assert out.getvalue().splitlines()[0].split()[-1] == "temperature"
+
+
+# --- InfluxQL quoting -----------------------------------------------------------------------
+
+
+def test_quoting() -> None:
+    assert quote_ident('a "b"\\c') == '"a \\"b\\"\\\\c"'
+    assert quote_string("it's \\ fine\nreally") == "'it\\'s \\\\ fine\\nreally'"
+    sql = build_select(QueryRequest(device="x' OR '1'='1", measurement='m"; DROP', limit=5))
+    assert sql == (
+        "SELECT * FROM \"m\\\"; DROP\" WHERE \"device\" = 'x\\' OR \\'1\\'=\\'1' "
+        "GROUP BY * ORDER BY time DESC LIMIT 5"
+    )

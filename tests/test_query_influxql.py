@@ -32,8 +32,6 @@ from servers import (
 )
 
 from gateway.cli import main
-from gateway.query import QueryRequest
-from gateway.query.influxql import build_select, quote_ident, quote_string
 
 pytestmark = pytest.mark.integration
 
@@ -159,19 +157,6 @@ def ns(rfc3339: str) -> int:
     whole, frac = rfc3339.removesuffix("Z").split(".")
     seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
     return int(seconds) * S + int(frac)
-
-
-# --- quoting -----------------------------------------------------------------------
-
-
-def test_quoting() -> None:
-    assert quote_ident('a "b"\\c') == '"a \\"b\\"\\\\c"'
-    assert quote_string("it's \\ fine\nreally") == "'it\\'s \\\\ fine\\nreally'"
-    sql = build_select(QueryRequest(device="x' OR '1'='1", measurement='m"; DROP', limit=5))
-    assert sql == (
-        "SELECT * FROM \"m\\\"; DROP\" WHERE \"device\" = 'x\\' OR \\'1\\'=\\'1' "
-        "GROUP BY * ORDER BY time DESC LIMIT 5"
-    )
 
 
 # --- against the server --------------------------------------------------------------
