@@ -42,7 +42,7 @@ def _config(tmp_path: Path, port: str, **sinks: Any) -> Any:
     )
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+async def _until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.02)
@@ -115,7 +115,7 @@ async def test_field_type_save_failing_keeps_the_pins_for_later(
     _write(pty, range(3))
     await _until(lambda: gateway.supervisor.stats["field-types"].failures >= 1)
     _sql(spool_path, "DROP TRIGGER fail_pins")
-    await _until(lambda: not gateway.pipeline.field_types.new, timeout=10)
+    await _until(lambda: not gateway.pipeline.field_types.new)
     with closing(sqlite3.connect(spool_path)) as db:
         pins = {(m, f): t for m, f, t in db.execute("SELECT * FROM field_type")}
     assert pins[("m", "seq")] == "float"
