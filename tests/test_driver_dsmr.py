@@ -13,6 +13,7 @@ import serial_asyncio_fast
 from driver_cases.cases import Case, cases, run
 from gateway_proc import GatewayProcess
 from servers import SerialPtyFactory, wait_until
+from stored_rows import stored_rows
 
 from devices.dsmr import DsmrDriver, DsmrOptions
 from devices.dsmr._framer import TelegramFramer, crc16
@@ -335,8 +336,7 @@ def test_gateway_stores_meter_and_gas_readings_at_meter_time(
     assert gw.stop() == 0, gw.log_tail()
     doc = json.loads(gw.cli("status", "--json").stdout)
 
-    result = gw.cli("query", "-o", "json", "-n", "100000")
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    rows = stored_rows(gw.state_dir)
     power = [(r["time_ns"], r["value"]) for r in rows if r["field"] == "power_delivered"]
     assert power == [
         (int((start + timedelta(seconds=i)).timestamp()) * 10**9, 0.244) for i in range(10)

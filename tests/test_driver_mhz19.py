@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from driver_cases.cases import Case, cases, run
 from gateway_proc import GatewayProcess
+from stored_rows import stored_rows
 
 from devices._serve import serving
 from devices.mhz19 import Mhz19Driver, Mhz19Options
@@ -138,8 +138,7 @@ def test_gateway_stores_co2_readings(virtual_port: Any, gateway_process: Any) ->
         wait_until(lambda: sensor.answered >= 10, 20, what="10 answers sent")
         assert gw.stop() == 0, gw.log_tail()
     assert sensor.abc is False
-    result = gw.cli("query", "-o", "json", "-n", "100000", "-d", "co2")
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    rows = stored_rows(gw.state_dir, "co2")
     co2 = [r["value"] for r in sorted(rows, key=lambda r: r["time_ns"]) if r["field"] == "co2"]
     assert co2 == list(range(400, 400 + len(co2)))
     assert len(co2) >= sensor.answered - 1  # the last answer may be cut off by the stop

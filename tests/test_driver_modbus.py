@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from driver_cases.cases import Case, cases, run
 from gateway_proc import GatewayProcess
 from pymodbus.simulator import DataType, SimData, SimDevice
+from stored_rows import stored_rows
 
 from devices.modbus import ModbusDriver, ModbusOptions, Register
 from devices.modbus._driver import _blocks, value_of
@@ -281,8 +281,7 @@ async def test_gateway_reads_two_slaves(modbus_sim: SimFactory, gateway_process:
     await asyncio.to_thread(gw.start)
 
     def rows() -> list[dict[str, Any]]:
-        out = gw.cli("query", "-o", "json", "-n", "100000", "-d", "bus").stdout
-        return [json.loads(line) for line in out.splitlines()]
+        return stored_rows(gw.state_dir, "bus")
 
     async with asyncio.timeout(30):
         while len({r["tags"]["slave"] for r in await asyncio.to_thread(rows)}) < 2:

@@ -15,6 +15,7 @@ import serial_asyncio_fast
 from driver_cases.cases import Case, cases, run
 from gateway_proc import GatewayProcess
 from servers import SerialPtyFactory, wait_until
+from stored_rows import stored_rows
 
 from devices.nmea import NmeaDriver, NmeaOptions
 from devices.nmea.simulator import Garbage, NmeaSimulator, checksum, read_capture, restamp
@@ -306,8 +307,7 @@ def test_gateway_stores_gps_epochs_at_gps_time(
     assert gw.stop() == 0, gw.log_tail()
     doc = json.loads(gw.cli("status", "--json").stdout)
 
-    result = gw.cli("query", "-o", "json", "-n", "100000")
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    rows = stored_rows(gw.state_dir)
     by_time: dict[int, dict[str, Any]] = {}
     for row in rows:
         by_time.setdefault(row["time_ns"], {})[row["field"]] = row["value"]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import json
 from typing import Any
 
 import pytest
 from driver_cases.cases import Case, cases, run
 from gateway_proc import GatewayProcess
+from stored_rows import stored_rows
 
 from devices._serve import serving
 from devices.sds011 import Sds011Driver, Sds011Options
@@ -156,8 +156,7 @@ def test_gateway_stores_dust_readings(virtual_port: Any, gateway_process: Any) -
         gw: GatewayProcess = gateway_process(config).start()
         wait_until(lambda: sensor.measured >= 25, 20, what="25 measurements sent")
         assert gw.stop() == 0, gw.log_tail()
-    result = gw.cli("query", "-o", "json", "-n", "100000", "-d", "dust")
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    rows = stored_rows(gw.state_dir, "dust")
     pm = sorted(r["value"] for r in rows if r["field"] == "pm2_5")
     assert len(pm) >= 20
     assert {r["measurement"] for r in rows} == {"air"}

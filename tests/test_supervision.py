@@ -115,10 +115,15 @@ async def test_field_type_save_failing_keeps_the_pins_for_later(
     _write(pty, range(3))
     await _until(lambda: gateway.supervisor.stats["field-types"].failures >= 1)
     _sql(spool_path, "DROP TRIGGER fail_pins")
-    await _until(lambda: not gateway.pipeline.field_types.new)
-    with closing(sqlite3.connect(spool_path)) as db:
-        pins = {(m, f): t for m, f, t in db.execute("SELECT * FROM field_type")}
-    assert pins[("m", "seq")] == "float"
+
+    def pins() -> dict[tuple[str, str], str]:
+        with closing(sqlite3.connect(spool_path, timeout=10)) as db:
+            return {(m, f): t for m, f, t in db.execute("SELECT * FROM field_type")}
+
+    # The next save (2 s later) writes the pins it was given back.
+    await _until(lambda: ("m", "seq") in pins())
+    assert pins()[("m", "seq")] == "float"
+    assert not gateway.pipeline.field_types.new
 
 
 async def test_spool_ack_failing_restarts_the_sink_and_loses_nothing(
