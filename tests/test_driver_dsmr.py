@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import serial_asyncio_fast
-from driver_cases.cases import Case, cases, run
+from driver_cases.cases import Case, cases, decode_stream, run
 from gateway_proc import GatewayProcess
 from servers import SerialPtyFactory, wait_until
 from stored_rows import stored_rows
@@ -35,18 +35,6 @@ def _driver(**options: Any) -> DsmrDriver:
     return DsmrDriver("meter", DsmrOptions.model_validate({"port": "/dev/null", **options}))
 
 
-def _decode(driver: DsmrDriver, data: bytes) -> tuple[list[RawSample], list[str], int]:
-    framer = driver.framer()
-    samples: list[RawSample] = []
-    reasons: list[str] = []
-    for frame in framer.feed(data):
-        try:
-            samples += driver.parse(frame)
-        except RejectedInput as err:
-            reasons.append(err.reason)
-    return samples, reasons, framer.overflows
-
-
 def _ns(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp()) * 10**9
 
@@ -62,7 +50,7 @@ def test_real_telegrams_carry_a_valid_crc16_arc() -> None:
 
 
 def test_kaifa_dsmr_4_2_telegram() -> None:
-    (meter, gas), reasons, _ = _decode(_driver(), KAIFA.read_bytes())
+    (meter, gas), reasons, _ = decode_stream(_driver(), KAIFA.read_bytes())
     assert reasons == []
     assert meter.time_ns == _ns("2016-11-13T20:57:57+01:00")
     assert meter.tags == {}
@@ -98,7 +86,7 @@ def test_kaifa_dsmr_4_2_telegram() -> None:
 
 
 def test_iskra_dsmr_5_telegram() -> None:
-    (meter, gas), reasons, _ = _decode(_driver(), ISKRA.read_bytes())
+    (meter, gas), reasons, _ = decode_stream(_driver(), ISKRA.read_bytes())
     assert reasons == []
     assert meter.time_ns == _ns("2017-01-02T19:20:02+01:00")
     fields = meter.fields
@@ -123,12 +111,12 @@ def test_a_corrupted_real_telegram_is_rejected_for_its_crc(path: Path) -> None:
     data = path.read_bytes()
     corrupted = data.replace(b"1-0:1.7.0(0", b"1-0:1.7.0(9", 1)
     assert corrupted != data
-    samples, reasons, _ = _decode(_driver(), corrupted)
+    samples, reasons, _ = decode_stream(_driver(), corrupted)
     assert (samples, reasons) == ([], ["checksum"])
     # A corrupted CRC line is caught the same way.
     end = data.rindex(b"!")
     wrong = data[: end + 1] + b"0000\r\n"
-    assert _decode(_driver(), wrong)[1] == ["checksum"]
+    assert decode_stream(_driver(), wrong)[1] == ["checksum"]
 
 
 # -- the framer ------------------------------------------------------------------------
@@ -190,13 +178,13 @@ def test_option_errors(options: dict[str, Any], message: str) -> None:
 
 def test_dsmr_2_2_telegram_without_crc_is_accepted_only_below_version_4() -> None:
     telegram = b"/ISk5\\2MT382-1004\r\n\r\n1-0:1.8.1(00001.001*kWh)\r\n!\r\n"
-    (sample,), reasons, _ = _decode(_driver(p1_version="2.2"), telegram)
+    (sample,), reasons, _ = decode_stream(_driver(p1_version="2.2"), telegram)
     assert (sample.fields, sample.time_ns, reasons) == (
         {"energy_delivered_tariff1": 1.001},
         None,
         [],
     )
-    assert _decode(_driver(), telegram)[1] == ["checksum"]
+    assert decode_stream(_driver(), telegram)[1] == ["checksum"]
 
 
 # -- the simulator ---------------------------------------------------------------------
@@ -206,7 +194,7 @@ def test_restamped_telegrams_decode_at_the_new_time() -> None:
     meter = P1Simulator.from_file(ISKRA)
     driver = _driver()
     when = datetime(2026, 7, 1, 12, 7, 31, tzinfo=UTC)
-    samples, reasons, _ = _decode(
+    samples, reasons, _ = decode_stream(
         driver, meter.telegram(when) + meter.telegram(when + timedelta(seconds=1))
     )
     assert reasons == []
@@ -236,7 +224,7 @@ def test_garbage_between_telegrams_is_rejected_and_costs_no_telegram(
     stream = meter.telegram(start)
     for i in range(1, 20):
         stream += meter.garbage(kind) + meter.telegram(start + timedelta(seconds=i))
-    samples, reasons, _ = _decode(_driver(), stream)
+    samples, reasons, _ = decode_stream(_driver(), stream)
     meter_times = [s.time_ns for s in samples if not s.tags]
     assert meter_times == [
         int((start + timedelta(seconds=i)).timestamp()) * 10**9 for i in range(20)
@@ -246,7 +234,7 @@ def test_garbage_between_telegrams_is_rejected_and_costs_no_telegram(
 
 def test_long_telegrams_are_dropped_by_the_framer() -> None:
     meter = P1Simulator.from_file(ISKRA, seed=1)
-    samples, reasons, overflows = _decode(
+    samples, reasons, overflows = decode_stream(
         _driver(), meter.garbage("long") + meter.telegram() + meter.garbage("long")
     )
     assert (len(samples), reasons, overflows) == (2, [], 2)

@@ -3,14 +3,12 @@ whole gateway on a real mosquitto."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.publish
 import pytest
-from driver_cases.cases import Case, cases, run
+from driver_cases.cases import Case, cases, recorded_payloads, run
 from gateway_proc import GatewayProcess
 from servers import HOST, Mosquitto, wait_until
 
@@ -20,9 +18,6 @@ from devices.esphome.simulator import EsphomePublisher
 from gateway import query
 from gateway.driver import RejectedInput
 
-RECORDED = Path(__file__).parent / "data" / "mqtt" / "payloads.jsonl"
-CASES = Path(__file__).parent / "driver_cases" / "esphome"
-
 
 @pytest.mark.parametrize("case", cases("esphome"))
 def test_case(case: Case) -> None:
@@ -30,11 +25,9 @@ def test_case(case: Case) -> None:
 
 
 def test_every_recorded_esphome_payload_is_a_case() -> None:
-    recorded = [json.loads(line) for line in RECORDED.read_text().splitlines() if line]
-    inputs = [json.loads(line) for line in (CASES / "recorded" / "input.jsonl").open()]
-    want = [(m["topic"], m["payload"]) for m in recorded if m["source"] == "esphome"]
+    want, inputs = recorded_payloads("esphome", lambda s: s == "esphome")
     assert want
-    assert want == [(m["topic"], m["payload"]) for m in inputs[: len(want)]]
+    assert want == inputs
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import serial_asyncio_fast
-from driver_cases.cases import Case, cases, run
+from driver_cases.cases import Case, cases, decode_stream, run
 from gateway_proc import GatewayProcess
 from servers import SerialPtyFactory, wait_until
 from stored_rows import stored_rows
@@ -52,18 +52,6 @@ def _driver(**options: Any) -> NmeaDriver:
     return NmeaDriver("gps", NmeaOptions.model_validate({"port": "/dev/null", **options}))
 
 
-def _decode(driver: NmeaDriver, data: bytes) -> tuple[list[RawSample], list[str], int]:
-    framer = driver.framer()
-    samples: list[RawSample] = []
-    reasons: list[str] = []
-    for frame in framer.feed(data):
-        try:
-            samples += driver.parse(frame)
-        except RejectedInput as err:
-            reasons.append(err.reason)
-    return samples, reasons, framer.overflows
-
-
 def _capture_bytes(name: str) -> bytes:
     return b"".join(s + b"\r\n" for s in read_capture(DATA / name))
 
@@ -93,7 +81,7 @@ def _ns(iso: str) -> int:
 
 @pytest.mark.parametrize(("name", "gpsd_offset"), CAPTURES.items())
 def test_every_fix_gpsd_decoded_we_decode_the_same(name: str, gpsd_offset: timedelta) -> None:
-    samples, reasons, overflows = _decode(_driver(), _capture_bytes(name))
+    samples, reasons, overflows = decode_stream(_driver(), _capture_bytes(name))
     assert (reasons, overflows) == ([], 0)
     ours = {s.time_ns: s.fields for s in samples}
     assert len(ours) == len(samples), "one reading per epoch"
@@ -120,7 +108,7 @@ def test_a_sirf_binary_capture_gives_no_reading_and_no_crash() -> None:
     """A receiver left in SiRF binary mode (BU-303): everything is rejected or skipped."""
     data = (DATA / "bu303-moving.log").read_bytes()
     body = b"".join(line for line in data.splitlines(keepends=True) if not line.startswith(b"#"))
-    samples, reasons, _ = _decode(_driver(), body)
+    samples, reasons, _ = decode_stream(_driver(), body)
     assert samples == []
     assert reasons, "the binary frames are counted as rejections"
     assert set(reasons) <= {"malformed", "checksum", "encoding"}
@@ -134,8 +122,8 @@ def test_restamped_capture_decodes_to_the_same_positions_at_the_new_time() -> No
     original = read_capture(DATA / "gr601-w.log")
     moved = restamp(original, start)
     assert all(checksum(s[1:].split(b"*")[0]) == s.split(b"*")[1] for s in moved)
-    before, _, _ = _decode(_driver(), b"".join(s + b"\r\n" for s in original))
-    after, reasons, _ = _decode(_driver(), b"".join(s + b"\r\n" for s in moved))
+    before, _, _ = decode_stream(_driver(), b"".join(s + b"\r\n" for s in original))
+    after, reasons, _ = decode_stream(_driver(), b"".join(s + b"\r\n" for s in moved))
     assert reasons == []
     assert [s.fields for s in after] == [s.fields for s in before]
     times = [s.time_ns for s in after if s.time_ns is not None]
@@ -156,9 +144,9 @@ def test_restamped_capture_decodes_to_the_same_positions_at_the_new_time() -> No
 )
 def test_garbage_between_epochs_is_rejected_and_costs_no_epoch(kind: Garbage, reason: str) -> None:
     sim = NmeaSimulator.from_file(DATA / "bu353s4.log", seed=3)
-    clean, _, _ = _decode(_driver(), b"".join(s + b"\r\n" for s in sim.sentences))
+    clean, _, _ = decode_stream(_driver(), b"".join(s + b"\r\n" for s in sim.sentences))
     dirty = b"".join(s + b"\r\n" + sim.garbage(kind) for s in sim.sentences)
-    samples, reasons, _ = _decode(_driver(), dirty)
+    samples, reasons, _ = decode_stream(_driver(), dirty)
     assert [s.fields for s in samples] == [s.fields for s in clean]
     assert reasons == [reason] * len(sim.sentences)
 
@@ -166,11 +154,11 @@ def test_garbage_between_epochs_is_rejected_and_costs_no_epoch(kind: Garbage, re
 def test_noise_and_long_lines_are_dropped_and_the_stream_recovers() -> None:
     sim = NmeaSimulator.from_file(DATA / "gr601-w.log", seed=5)
     garbage = b"".join(sim.garbage("noise") + sim.garbage("long_line") for _ in range(200))
-    samples, reasons, overflows = _decode(_driver(), garbage + _capture_bytes("gr601-w.log"))
+    samples, reasons, overflows = decode_stream(_driver(), garbage + _capture_bytes("gr601-w.log"))
     assert set(reasons) <= {"malformed", "checksum", "encoding"}
     assert overflows >= 100
     # The last long line swallows the capture's first sentence, up to its line end.
-    good, _, _ = _decode(_driver(), _capture_bytes("gr601-w.log"))
+    good, _, _ = decode_stream(_driver(), _capture_bytes("gr601-w.log"))
     assert [s.fields for s in samples] == [s.fields for s in good]
 
 
@@ -188,7 +176,7 @@ async def test_pty_replay_with_garbage(serial_pty: SerialPtyFactory) -> None:
     pty = serial_pty()
     sim = NmeaSimulator.from_file(DATA / "sirfstarv-nmea.log", pty.master_fd, seed=1)
     driver = _driver(port=pty.path)
-    expected, _, _ = _decode(_driver(), b"".join(s + b"\r\n" for s in sim.sentences))
+    expected, _, _ = decode_stream(_driver(), b"".join(s + b"\r\n" for s in sim.sentences))
     reader, writer = await serial_asyncio_fast.open_serial_connection(url=pty.path)
     framer = driver.framer()
     samples: list[RawSample] = []
@@ -225,7 +213,7 @@ async def test_gps_time_wins_while_the_gateway_clock_is_unsynchronized(
     """A Pi without a real-time clock boots in 1970: the receiver's time is the good one."""
     pty = serial_pty()
     sim = NmeaSimulator.from_file(DATA / "bu353s4.log", pty.master_fd)  # 2014, as sent
-    expected, _, _ = _decode(_driver(), b"".join(s + b"\r\n" for s in sim.sentences))
+    expected, _, _ = decode_stream(_driver(), b"".join(s + b"\r\n" for s in sim.sentences))
     boot = 10**9  # 1970-01-01T00:00:01Z
     clock = TimeSource(
         check_sync=True,
@@ -273,7 +261,7 @@ def test_gateway_stores_gps_epochs_at_gps_time(
     # A minute ago: within the core's max_clock_skew_s (300 s), so the GPS time is kept.
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     sim = NmeaSimulator.from_file(DATA / "bu353s4.log", pty.master_fd, start=start, seed=2)
-    expected, _, _ = _decode(_driver(), b"".join(s + b"\r\n" for s in sim.sentences))
+    expected, _, _ = decode_stream(_driver(), b"".join(s + b"\r\n" for s in sim.sentences))
     config: dict[str, Any] = {
         "spool": {"commit_interval": "20ms"},
         "sinks": {"local": {"flush_interval": "50ms"}},

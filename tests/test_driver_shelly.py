@@ -3,24 +3,19 @@ whole gateway on a real mosquitto."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.publish
 import pytest
-from driver_cases.cases import Case, cases, run
+from driver_cases.cases import Case, cases, recorded_payloads, run
 from gateway_proc import GatewayProcess
 from servers import HOST, Mosquitto, wait_until
 
 from devices.shelly import ShellyDriver, ShellyOptions
 from devices.shelly.simulator import GEN1_HT, HT, PM, ShellyPublisher
 from gateway import query
-
-RECORDED = Path(__file__).parent / "data" / "mqtt" / "payloads.jsonl"
-CASES = Path(__file__).parent / "driver_cases" / "shelly"
 
 
 @pytest.mark.parametrize("case", cases("shelly"))
@@ -29,11 +24,9 @@ def test_case(case: Case) -> None:
 
 
 def test_every_recorded_shelly_payload_is_a_case() -> None:
-    recorded = [json.loads(line) for line in RECORDED.read_text().splitlines() if line]
-    inputs = [json.loads(line) for line in (CASES / "recorded" / "input.jsonl").open()]
-    want = [(m["topic"], m["payload"]) for m in recorded if m["source"].startswith("shelly")]
+    want, inputs = recorded_payloads("shelly", lambda s: s.startswith("shelly"))
     assert want
-    assert want == [(m["topic"], m["payload"]) for m in inputs[: len(want)]]
+    assert want == inputs
 
 
 def test_simulator_messages_decode_with_its_options() -> None:

@@ -6,20 +6,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.publish
 import pytest
-from driver_cases.cases import Case, cases, run
+from driver_cases.cases import Case, cases, recorded_payloads, run
 from gateway_proc import GatewayProcess
 from servers import HOST, Mosquitto, wait_until
 
 from devices.tasmota import TasmotaDriver, TasmotaOptions
 from devices.tasmota.simulator import TasmotaPublisher
 from gateway import query
-
-RECORDED = Path(__file__).parent / "data" / "mqtt" / "payloads.jsonl"
 
 
 @pytest.mark.parametrize("case", cases("tasmota"))
@@ -28,12 +25,9 @@ def test_case(case: Case) -> None:
 
 
 def test_every_recorded_tasmota_payload_is_a_case() -> None:
-    recorded = [json.loads(line) for line in RECORDED.read_text().splitlines() if line]
-    case = Path(__file__).parent / "driver_cases" / "tasmota" / "recorded" / "input.jsonl"
-    inputs = [json.loads(line) for line in case.read_text().splitlines()]
-    want = [(m["topic"], m["payload"]) for m in recorded if m["source"] == "tasmota"]
+    want, inputs = recorded_payloads("tasmota", lambda s: s == "tasmota")
     assert want
-    assert want == [(m["topic"], m["payload"]) for m in inputs[: len(want)]]
+    assert want == inputs
 
 
 def test_time_defaults_to_the_gateways_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,23 +3,18 @@ the whole gateway on a real mosquitto."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.publish
 import pytest
-from driver_cases.cases import Case, cases, run
+from driver_cases.cases import Case, cases, recorded_payloads, run
 from gateway_proc import GatewayProcess
 from servers import HOST, Mosquitto, wait_until
 
 from devices.zigbee2mqtt import Zigbee2MqttDriver, Zigbee2MqttOptions
 from devices.zigbee2mqtt.simulator import PLUG, SENSOR, Zigbee2MqttPublisher
 from gateway import query
-
-RECORDED = Path(__file__).parent / "data" / "mqtt" / "payloads.jsonl"
-CASES = Path(__file__).parent / "driver_cases" / "zigbee2mqtt"
 
 
 @pytest.mark.parametrize("case", cases("zigbee2mqtt"))
@@ -28,11 +23,9 @@ def test_case(case: Case) -> None:
 
 
 def test_every_recorded_zigbee2mqtt_payload_is_a_case() -> None:
-    recorded = [json.loads(line) for line in RECORDED.read_text().splitlines() if line]
-    inputs = [json.loads(line) for line in (CASES / "recorded" / "input.jsonl").open()]
-    want = [(m["topic"], m["payload"]) for m in recorded if m["source"] == "zigbee2mqtt"]
+    want, inputs = recorded_payloads("zigbee2mqtt", lambda s: s == "zigbee2mqtt")
     assert want
-    assert want == [(m["topic"], m["payload"]) for m in inputs[: len(want)]]
+    assert want == inputs
 
 
 def test_simulator_messages_decode_with_its_options() -> None:

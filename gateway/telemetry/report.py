@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,10 +61,6 @@ class LossEstimate:
         return max(0.0, room / rate)
 
 
-def _counts(d: Mapping[str, int]) -> dict[str, int]:
-    return dict(d)
-
-
 def status_document(
     gw: Gateway, running: bool = True, oldest_age: float | None = None
 ) -> dict[str, Any]:
@@ -89,8 +84,8 @@ def status_document(
                 "state": "stale" if e.stats.stale else e.stats.state,
                 "frames": e.stats.frames,
                 "readings": e.stats.readings,
-                "rejected": _counts(e.stats.rejected),
-                "dropped_fields": _counts(e.stats.dropped_fields),
+                "rejected": dict(e.stats.rejected),
+                "dropped_fields": dict(e.stats.dropped_fields),
                 "restarts": e.stats.restarts,
                 "last_error": e.stats.last_error,
                 "last_reading_age_s": (
@@ -125,7 +120,7 @@ def status_document(
                 "behind": spool.behind(loop.sink.name),
                 "points_written": loop.stats.points_written,
                 "batches_ok": loop.stats.batches_ok,
-                "batches_failed": _counts(loop.stats.batches_failed),
+                "batches_failed": dict(loop.stats.batches_failed),
                 "dead_lettered": loop.stats.dead_lettered,
                 "last_error": loop.stats.last_error,
                 "write_latency_s": round(loop.stats.last_latency_s, 4),
@@ -140,7 +135,7 @@ def status_document(
             "max_pending": spool.max_pending,
             "commit_failing": spool.commit_failing,
             "committed": spool.stats.committed,
-            "dropped": _counts(spool.stats.dropped),
+            "dropped": dict(spool.stats.dropped),
             "write_errors": spool.stats.write_errors,
             "damaged_chunks_lost": spool.stats.recovered_lost_chunks,
             "oldest_age_s": None if oldest_age is None else round(oldest_age, 1),

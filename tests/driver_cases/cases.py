@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from gateway.driver import Driver, MqttDriver, RawSample, RejectedInput, SerialDriver
 
 CASES_DIR = Path(__file__).parent
+# Real MQTT payload shapes (tests/data/README.md says where they come from).
+RECORDED_MQTT = CASES_DIR.parent / "data" / "mqtt" / "payloads.jsonl"
 # A serial case needs no real port: the driver never opens it.
 _DUMMY_PORT = "/dev/null"
 
@@ -128,3 +130,31 @@ def _same(got: Any, want: Any) -> bool:
     if isinstance(got, float) and math.isnan(got):
         return math.isnan(want)
     return bool(got == want)
+
+
+def decode_stream(
+    driver: SerialDriver[Any], data: bytes
+) -> tuple[list[RawSample], list[str], int]:
+    """Cut ``data`` with the driver's own framer and parse every frame: the samples, the
+    reasons of the frames it rejected, and how many frames the framer discarded."""
+    framer = driver.framer()
+    samples: list[RawSample] = []
+    reasons: list[str] = []
+    for frame in framer.feed(data):
+        try:
+            samples += driver.parse(frame)
+        except RejectedInput as err:
+            reasons.append(err.reason)
+    return samples, reasons, framer.overflows
+
+
+def recorded_payloads(
+    driver: str, is_source: Callable[[str], bool]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (topic, payload) of every recorded message whose ``source`` passes
+    ``is_source``, and as many first inputs of the driver's ``recorded`` case."""
+    recorded = [json.loads(line) for line in RECORDED_MQTT.read_text().splitlines() if line]
+    case = CASES_DIR / driver / "recorded" / "input.jsonl"
+    inputs = [json.loads(line) for line in case.read_text().splitlines() if line]
+    want = [(m["topic"], m["payload"]) for m in recorded if is_source(m["source"])]
+    return want, [(m["topic"], m["payload"]) for m in inputs[: len(want)]]
