@@ -1,14 +1,15 @@
 """The InfluxDB sink: writes spooled line protocol and classifies the server's answer.
 
-Three wire APIs:
+Three wire APIs, all one aiohttp POST per batch:
 
-* ``api = "v2"`` — ``POST /api/v2/write`` through influxdb-client's async API (InfluxDB
-  2.x, 3.x, Cloud and compatible servers). influxdb-client is imported in :meth:`start`
-  only: it costs ~30 MB of RSS and the default configuration never needs it.
-* ``api = "v1"`` — ``POST /write?db=…`` with aiohttp directly (InfluxDB 1.x, which has
-  no ``/api/v2/write`` before 1.8).
-* ``api = "v3"`` — ``POST /api/v3/write_lp?db=…&accept_partial=true`` with aiohttp
-  (InfluxDB 3 Core/Enterprise). Never ``no_sync``: it acknowledges before the server's WAL
+* ``api = "v2"`` — ``POST /api/v2/write?org=…&bucket=…&precision=ns`` with ``Authorization:
+  Token …`` (InfluxDB 2.x, 3.x, Cloud and compatible servers). Not through influxdb-client:
+  importing any of it loads every service and model it has (~14 MB of RSS, see
+  docs/architecture.md) for a request this module builds in a few lines.
+* ``api = "v1"`` — ``POST /write?db=…`` (InfluxDB 1.x, which has no ``/api/v2/write``
+  before 1.8).
+* ``api = "v3"`` — ``POST /api/v3/write_lp?db=…&accept_partial=true`` (InfluxDB 3
+  Core/Enterprise). Never ``no_sync``: it acknowledges before the server's WAL
   is persisted, and the spool forgets a batch once it is acknowledged. A 400 there is a
   partial write: the lines it lists are dead-lettered, the rest were stored.
 
@@ -31,7 +32,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -41,17 +42,12 @@ from pydantic import SecretStr
 from gateway.config import InfluxSection
 from gateway.sinks.base import Outcome, Sink, Verdict
 
-if TYPE_CHECKING:
-    from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-    from influxdb_client.domain.write_precision import WritePrecision
-    from influxdb_client.service.write_service import WriteService
-
 log = structlog.get_logger("gateway.sink.influxdb")
 
 # The server's message is cut to this many characters in reasons and logs.
 MAX_MESSAGE_CHARS = 300
-# gzip level for request bodies: zlib's default balance of speed and size. (influxdb-client
-# would use gzip.compress()'s default, level 9 — ~6x slower for ~the same size.)
+# gzip level for request bodies: zlib's default balance of speed and size. (gzip.compress()'s
+# default, level 9, which influxdb-client uses, is ~6x slower for ~the same size.)
 GZIP_LEVEL = 6
 # Bodies above this size are compressed on a worker thread, not on the event loop.
 GZIP_OFFLOAD_BYTES = 256 * 1024
@@ -204,7 +200,7 @@ def _describe_error(err: BaseException, timeout: float) -> str:
 
 
 class InfluxSink(Sink):
-    """Writes batches to InfluxDB (v2 API through influxdb-client; v1 and v3 with aiohttp)."""
+    """Writes batches to InfluxDB through its v2, v1 or v3 write API (aiohttp)."""
 
     name = "influxdb"
 
@@ -221,10 +217,6 @@ class InfluxSink(Sink):
         self._secret_error: str | None = None
         self._reload_secret = False
         self._started = False
-        self._client: InfluxDBClientAsync | None = None
-        self._write_api: WriteService | None = None
-        self._api_error: type[Exception] = Exception
-        self._precision: WritePrecision | None = None
         self._session: aiohttp.ClientSession | None = None
         self._auth: SecretStr | None = None
         self._log = log.bind(sink=self.name, server=self._where)
@@ -250,58 +242,29 @@ class InfluxSink(Sink):
     async def start(self) -> None:
         """Read the credentials and build the HTTP client; never contacts the server."""
         await self._load_secret()
-        if self.section.api == "v2":
-            self._open_v2()
-        else:
-            self._open_v1()  # aiohttp, also for v3
+        self._open_http()
         self._started = True
         self._log.info("influxdb sink ready", target=self.describe())
 
     async def close(self) -> None:
         """Close the HTTP client and its connections."""
-        client, self._client, self._write_api = self._client, None, None
         session, self._session = self._session, None
-        if client is not None:
-            await client.close()  # type: ignore[no-untyped-call]
         if session is not None:
             await session.close()
         self._started = False
 
-    def _open_v2(self) -> None:
-        # Imported here: influxdb-client is heavy and only needed for api = "v2".
-        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-        from influxdb_client.domain.write_precision import WritePrecision
-        from influxdb_client.rest import ApiException
-        from influxdb_client.service.write_service import WriteService
-
-        s = self.section
-        self._api_error = ApiException
-        # The library annotates the constants as str but the parameter as WritePrecision.
-        self._precision = cast("WritePrecision", WritePrecision.NS)
-        self._client = InfluxDBClientAsync(
-            url=self._url,
-            token=self._secret.get_secret_value(),
-            org=s.org,
-            timeout=int(s.timeout * 1000),
-            # We compress ourselves (_gzip): the client would gzip at level 9 on the
-            # event loop (influxdb_client/client/_base.py, update_request_body).
-            enable_gzip=False,
-            verify_ssl=s.verify_tls,
-        )
-        # The write service under WriteApiAsync.write, which sends a str record as is
-        # (one POST, no batching, no retry); calling it directly lets us send a body we
-        # compressed off the loop, with its Content-Encoding.
-        self._write_api = WriteService(self._client.api_client)  # type: ignore[no-untyped-call]
-
-    def _open_v1(self) -> None:
+    def _open_http(self) -> None:
+        """The HTTP session (kept across credential reloads) and the Authorization value."""
         s = self.section
         if self._session is None:
+            # total= bounds the whole request, connect to last byte, as influxdb-client's
+            # timeout did; ssl=False skips certificate and host-name checks (verify_tls).
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=s.timeout),
                 connector=aiohttp.TCPConnector(ssl=s.verify_tls),
             )
         secret = self._secret.get_secret_value()
-        if s.username:
+        if self._uses_password():
             # Basic auth in a header, not u=/p= in the URL: URLs end up in error texts.
             pair = base64.b64encode(f"{s.username}:{secret}".encode()).decode("ascii")
             self._auth = SecretStr(f"Basic {pair}")
@@ -351,12 +314,7 @@ class InfluxSink(Sink):
             return
         if await self._load_secret():
             self._log.info("influxdb credentials changed on disk; reloaded")
-            if self.section.api == "v2":
-                if self._client is not None:
-                    await self._client.close()  # type: ignore[no-untyped-call]
-                self._open_v2()
-            else:
-                self._open_v1()
+            self._open_http()
 
     # --- writing --------------------------------------------------------------------
 
@@ -384,29 +342,11 @@ class InfluxSink(Sink):
             return self._transient(err)
 
     async def _write_v2(self, body: str, n_lines: int) -> Outcome:
-        assert self._write_api is not None
-        assert self._precision is not None
         s = self.section
-        try:
-            # A str record is only UTF-8 encoded and sent as is: one POST, no batching,
-            # no retry inside the client (influxdb_client/client/write_api_async.py).
-            data, encoding = await self._encode(body)
-            extra = {"content_encoding": encoding} if encoding else {}
-            await self._write_api.post_write_async(  # type: ignore[no-untyped-call]
-                org=s.org,
-                bucket=s.bucket,
-                body=data,
-                precision=self._precision,
-                content_type="text/plain; charset=utf-8",
-                async_req=False,
-                _return_http_data_only=False,
-                **extra,
-            )
-        except self._api_error as err:
-            status = int(getattr(err, "status", 0) or 0)
-            headers = getattr(err, "headers", None)
-            return self._classify(status, getattr(err, "body", None), headers, n_lines, len(body))
-        return Outcome(Verdict.OK)
+        # org is sent even when empty, as influxdb-client did: a 2.x server then answers
+        # "please provide either orgID or org", which _classify turns into a config error.
+        params = {"org": s.org, "bucket": s.bucket, "precision": "ns"}
+        return await self._post("/api/v2/write", params, body, n_lines)
 
     async def _encode(self, body: str) -> tuple[bytes, str | None]:
         """The request body, gzipped when configured (off the loop when large)."""
@@ -435,7 +375,7 @@ class InfluxSink(Sink):
         return await self._post("/api/v3/write_lp", params, body, n_lines)
 
     async def _post(self, path: str, params: dict[str, str], body: str, n_lines: int) -> Outcome:
-        """POST ``body`` with aiohttp (v1 and v3) and classify the answer."""
+        """POST ``body`` and classify the answer."""
         assert self._session is not None
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self._auth is not None:

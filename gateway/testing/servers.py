@@ -478,7 +478,7 @@ SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 class VictoriaMetrics(ServerProcess):
     """A real VictoriaMetrics (Debian ``victoria-metrics`` 1.79) as the InfluxDB v2 write target.
 
-    Point the gateway's influxdb-client at :attr:`url` (any token/org/bucket is accepted); it
+    Point the gateway's InfluxDB sink at :attr:`url` (any token/org/bucket is accepted); it
     writes to ``url + /api/v2/write``. Read back with :meth:`export` / :meth:`series_points` /
     :meth:`wait_for_points`.
 
