@@ -39,6 +39,7 @@ from gateway.pipeline.fieldtypes import FieldTypes
 from gateway.pipeline.intake import DeviceInput, Pipeline
 from gateway.pipeline.lineprotocol import encode
 from gateway.pipeline.timesource import TimeSource
+from gateway.pipeline.unitcatalog import UnitCatalog
 from gateway.serial.runner import run_serial_device
 from gateway.serial.supervise import supervise_device
 from gateway.service.http import HttpEndpoint, parse_listen
@@ -132,6 +133,7 @@ class Gateway:
             self.spool,
             time_step_ns=max(1, round(config.gateway.time_resolution * 1e9)),
             time_source=self.time,
+            units=UnitCatalog(config.state_dir),
         )
         self.loops = [DeliveryLoop(sink, self.spool) for sink in self.sinks]
         self.hubs: dict[str, MqttHub] = {}
@@ -164,7 +166,7 @@ class Gateway:
         started). ``entry`` reuses a device's pipeline entry (a hub rebuilt on reload)."""
         driver = spec.build_driver()
         if entry is None:
-            entry = self.pipeline.device(spec.name, spec.section)
+            entry = self.pipeline.device(spec.name, spec.section, driver.units)
         if isinstance(driver, SerialDriver):
             self._serial[spec.name] = (driver, entry)
         elif isinstance(driver, MqttDriver):
@@ -374,6 +376,7 @@ class Gateway:
             sup.service(f"sink-{loop.sink.name}", loop.run)
         sup.every("status", STATUS_INTERVAL_S, self._write_status_job)
         sup.every("field-types", FIELD_TYPES_INTERVAL_S, self._save_field_types)
+        sup.every("units", FIELD_TYPES_INTERVAL_S, self._save_units)
         # Also notices clock steps while no readings arrive (asks the kernel only when
         # clock_sync_check is on).
         sup.every("clock-check", CLOCK_CHECK_INTERVAL_S, self._check_clock)
@@ -430,6 +433,10 @@ class Gateway:
             await self.spool.save_field_types(self.pipeline.field_types.take_new())
         except Exception as err:
             log.warning("could not save pinned field types", error=str(err))
+        try:
+            await self._save_units()
+        except Exception as err:
+            log.warning("could not save the unit catalog", error=str(err))
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.close()
@@ -472,6 +479,17 @@ class Gateway:
             await self.spool.save_field_types(pins)
         except BaseException:
             self.pipeline.field_types.give_back(pins)
+            raise
+
+    async def _save_units(self) -> None:
+        catalog = self.pipeline.units
+        data = catalog.snapshot()
+        if data is None:
+            return
+        try:
+            await asyncio.to_thread(catalog.save_sync, data)
+        except BaseException:
+            catalog.changed = True  # try again at the next tick
             raise
 
     async def _watchdog(self) -> None:

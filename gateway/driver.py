@@ -20,7 +20,7 @@ from pydantic import AfterValidator, Field, field_validator
 
 from gateway.errors import RejectedInput
 from gateway.options import Duration, Options, Size
-from gateway.pipeline.reading import RawSample
+from gateway.pipeline.reading import NO_UNITS, RawSample
 from gateway.serial.framers import (
     DEFAULT_MAX_FRAME_BYTES,
     FixedLengthFramer,
@@ -134,6 +134,10 @@ class Driver(ABC, Generic[OptionsT]):
     kind: ClassVar[Literal["serial", "mqtt"]]
     Options: ClassVar[type[Options]]
     description: ClassVar[str] = ""
+    units: Mapping[str, str] = NO_UNITS
+    """Field name → unit of what the driver emits (after its own conversions), e.g.
+    ``{"co2": "ppm"}``; a class attribute, or set per instance in ``__init__``. The
+    device config's ``fields.<name>.unit`` / ``to_unit`` win. Shown by ``query``."""
 
     def __init__(self, device: str, options: OptionsT) -> None:
         self.device = device

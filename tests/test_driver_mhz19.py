@@ -13,6 +13,7 @@ from devices._serve import serving
 from devices.mhz19 import Mhz19Driver, Mhz19Options
 from devices.mhz19._protocol import ABC, ABC_OFF, ABC_ON, READ_CO2, command
 from devices.mhz19.simulator import Mhz19Device
+from gateway.pipeline.unitcatalog import read_units
 from gateway.testing import SerialPty, run_serial_driver, wait_until
 
 
@@ -143,3 +144,5 @@ def test_gateway_stores_co2_readings(virtual_port: Any, gateway_process: Any) ->
     assert co2 == list(range(400, 400 + len(co2)))
     assert len(co2) >= sensor.answered - 1  # the last answer may be cut off by the stop
     assert all(type(v) is int for v in co2)
+    # The driver's units, kept in the state dir's unit catalog for query.
+    assert read_units(gw.state_dir)["co2"] == {"co2": "ppm", "temperature": "degC"}

@@ -322,7 +322,7 @@ def test_influx1_missing_database_blocks_then_resumes(
 
     influx1.create_database(db)
     wait_points(influx1, db, measurement, len(expected))
-    assert "sink writing again" in gw.log_text()
+    gw.wait_for_log("sink writing again")  # logged after the write that made them visible
     expected += write_serial(sim, 20)
     wait_points(influx1, db, measurement, len(expected))
     assert gw.stop() == 0

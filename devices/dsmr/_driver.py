@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any, ClassVar, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -107,6 +109,11 @@ class DsmrDriver(SerialDriver[DsmrOptions]):
     Options: ClassVar[type[DsmrOptions]] = DsmrOptions
     expected_interval = TELEGRAM_INTERVAL_S
     description: ClassVar[str] = "smart meters' P1 port (DSMR 2.2-5, Belgium, Luxembourg)"
+    units: Mapping[str, str] = MappingProxyType(
+        {spec.name: spec.unit for spec in METER.values() if spec.unit}
+        | {"gas_delivered": "m³", "water_delivered": "m³", "warm_water_delivered": "m³"}
+        | {"heat_delivered": "GJ"}
+    )
 
     def __init__(self, device: str, options: DsmrOptions) -> None:
         super().__init__(device, options)

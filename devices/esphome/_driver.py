@@ -70,6 +70,7 @@ class EsphomeDriver(MqttDriver[EsphomeOptions]):
 
     Options: ClassVar[type[EsphomeOptions]] = EsphomeOptions
     description: ClassVar[str] = "ESPHome nodes over MQTT: sensor, binary_sensor, status"
+    units = QUANTITIES
 
     def decode(self, topic: str, payload: bytes) -> list[RawSample]:
         """Decode one message by its topic; ``[]`` for other components."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import ClassVar, Final
 
 from pydantic import Field
@@ -60,6 +62,7 @@ class Mhz19Driver(SerialDriver[Mhz19Options]):
 
     Options: ClassVar[type[Mhz19Options]] = Mhz19Options
     description: ClassVar[str] = "Winsen MH-Z19 CO2 sensor, polled"
+    units: Mapping[str, str] = MappingProxyType({"co2": "ppm", "temperature": "degC"})
 
     def __init__(self, device: str, options: Mhz19Options) -> None:
         super().__init__(device, options)

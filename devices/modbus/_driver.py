@@ -58,6 +58,9 @@ class Register(Options):
     )
     scale: float = Field(default=1.0, description="The value is raw * scale + offset.")
     offset: float = Field(default=0.0, description="The value is raw * scale + offset.")
+    unit: str | None = Field(
+        default=None, min_length=1, description='The unit of the value ("V", "kWh"), for query.'
+    )
 
     @property
     def count(self) -> int:
@@ -152,6 +155,7 @@ class ModbusDriver(SerialDriver[ModbusOptions]):
     def __init__(self, device: str, options: ModbusOptions) -> None:
         super().__init__(device, options)
         check_registers(options.registers)
+        self.units = {r.name: r.unit for r in options.registers if r.unit is not None}
         self._blocks = _blocks(options.registers)
         self._slaves = sorted(self._blocks)
         self._turn = 0

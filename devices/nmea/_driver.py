@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from types import MappingProxyType
 from typing import ClassVar, Final
 
 from pydantic import Field
@@ -110,6 +112,16 @@ class NmeaDriver(SerialDriver[NmeaOptions]):
     expected_interval = EPOCH_INTERVAL_S
     description: ClassVar[str] = (
         "GNSS receivers speaking NMEA 0183: position, speed, fix, satellites"
+    )
+    units: Mapping[str, str] = MappingProxyType(
+        {
+            "latitude": "°",
+            "longitude": "°",
+            "altitude": "m",
+            "geoid_separation": "m",
+            "speed": "kn",
+            "course": "°",
+        }
     )
 
     def __init__(self, device: str, options: NmeaOptions) -> None:

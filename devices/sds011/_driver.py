@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import ClassVar, Final, Literal, Self
 
 from pydantic import Field, model_validator
@@ -91,6 +92,7 @@ class Sds011Driver(SerialDriver[Sds011Options]):
 
     Options: ClassVar[type[Sds011Options]] = Sds011Options
     description: ClassVar[str] = "Nova Fitness SDS011 dust sensor: PM2.5 and PM10"
+    units: Mapping[str, str] = MappingProxyType({"pm2_5": "µg/m³", "pm10": "µg/m³"})
 
     def __init__(self, device: str, options: Sds011Options) -> None:
         super().__init__(device, options)

@@ -58,6 +58,7 @@ class ShellyDriver(MqttDriver[ShellyOptions]):
 
     Options: ClassVar[type[ShellyOptions]] = ShellyOptions
     description: ClassVar[str] = "Shelly Gen2+/Gen1 over MQTT: one reading per component"
+    units = QUANTITIES
 
     def decode(self, topic: str, payload: bytes) -> list[RawSample]:
         """Decode one message by the shape of its topic; ``[]`` for other messages."""

@@ -81,6 +81,7 @@ class TasmotaDriver(MqttDriver[TasmotaOptions]):
 
     Options: ClassVar[type[TasmotaOptions]] = TasmotaOptions
     description: ClassVar[str] = "Tasmota telemetry over MQTT: one reading per sensor"
+    units = QUANTITIES
 
     def __init__(self, device: str, options: TasmotaOptions) -> None:
         super().__init__(device, options)

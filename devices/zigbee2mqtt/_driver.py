@@ -8,7 +8,7 @@ from typing import ClassVar, Final
 from pydantic import Field, field_validator
 
 from devices._parsing import decode_text, excerpt, loads_json
-from devices._scheme import MEASUREMENT
+from devices._scheme import MEASUREMENT, QUANTITIES
 from devices.zigbee2mqtt._table import RENAME, SKIP, SUFFIX_IGNORED
 from gateway.driver import MqttDriver, MqttOptions, RawSample, RejectedInput
 
@@ -57,6 +57,7 @@ class Zigbee2MqttDriver(MqttDriver[Zigbee2MqttOptions]):
 
     Options: ClassVar[type[Zigbee2MqttOptions]] = Zigbee2MqttOptions
     description: ClassVar[str] = "Zigbee2MQTT devices: one reading per message, availability"
+    units = QUANTITIES
 
     def __init__(self, device: str, options: Zigbee2MqttOptions) -> None:
         super().__init__(device, options)

@@ -7,7 +7,7 @@ spool only appends to an in-memory list here; the group commit happens elsewhere
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 import structlog
@@ -20,6 +20,7 @@ from gateway.pipeline.lineprotocol import LineProtocolError, encode
 from gateway.pipeline.normalize import NormalizeConfig, Normalizer
 from gateway.pipeline.reading import RawSample, Reading
 from gateway.pipeline.timesource import TimeSource
+from gateway.pipeline.unitcatalog import UnitCatalog
 from gateway.telemetry.stats import DeviceStats, RateLimit
 
 Tap = Callable[[str, Reading], None]
@@ -29,7 +30,8 @@ MAX_SERIES_TRACKED = 10_000
 
 
 class Pipeline:
-    """Shared state of the hot path: the spool, pinned field types, clock state, taps."""
+    """Shared state of the hot path: the spool, pinned field types, clock state, units,
+    taps."""
 
     def __init__(
         self,
@@ -37,19 +39,27 @@ class Pipeline:
         field_types: FieldTypes | None = None,
         time_step_ns: int = 1_000_000,
         time_source: TimeSource | None = None,
+        units: UnitCatalog | None = None,
     ) -> None:
         self.spool = spool
         self.time_step_ns = time_step_ns
         self.field_types = field_types or FieldTypes()
         self.time = time_source or TimeSource()
+        self.units = units or UnitCatalog()
         self.taps: list[Tap] = []
         self.devices: dict[str, DeviceInput] = {}
 
-    def device(self, name: str, config: NormalizeConfig) -> DeviceInput:
-        """The entry point for one device's samples (created once per device)."""
+    def device(
+        self, name: str, config: NormalizeConfig, units: Mapping[str, str] | None = None
+    ) -> DeviceInput:
+        """The entry point for one device's samples (created once per device).
+
+        ``units`` are the driver's (``Driver.units``); the config's override them.
+        """
         entry = self.devices.get(name)
         if entry is None:
-            entry = self.devices[name] = DeviceInput(self, name, config)
+            entry = self.devices[name] = DeviceInput(self, name, config, units)
+            self.units.set_device(name, entry.normalizer.units)
         return entry
 
     def remove_device(self, name: str) -> DeviceInput | None:
@@ -60,10 +70,16 @@ class Pipeline:
 class DeviceInput:
     """Where one device's samples and rejections enter the pipeline."""
 
-    def __init__(self, pipeline: Pipeline, name: str, config: NormalizeConfig) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        name: str,
+        config: NormalizeConfig,
+        units: Mapping[str, str] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.name = name
-        self.normalizer = Normalizer(name, config)
+        self.normalizer = Normalizer(name, config, units)
         self.stats = DeviceStats()
         self.log = structlog.get_logger("gateway.device").bind(device=name)
         self._limit = RateLimit()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Self
 
@@ -31,7 +31,14 @@ from pydantic import (
 from gateway.pipeline.reading import FieldValue, RawSample, Reading
 from gateway.pipeline.units import dimension, scale_offset
 
-__all__ = ["DropReason", "FieldRule", "NormalizeConfig", "NormalizeResult", "Normalizer"]
+__all__ = [
+    "DropReason",
+    "FieldRule",
+    "NormalizeConfig",
+    "NormalizeResult",
+    "Normalizer",
+    "field_units",
+]
 
 DropReason = Literal["out_of_range", "not_numeric", "nan", "type", "duplicate"]
 """Why a field was dropped: ``out_of_range`` (outside min/max, drop mode),
@@ -50,7 +57,9 @@ class FieldRule(BaseModel):
         name: the field name to write instead of the source name.
         scale: raw calibration factor, applied first: ``value * scale + offset``.
         offset: raw calibration offset.
-        unit: the unit the device reports; needs ``to_unit``.
+        unit: the unit the device reports. Alone it only labels the field (shown by
+            ``query``, kept in the state dir's unit catalog); with ``to_unit`` the
+            value is converted.
         to_unit: the unit to store; needs ``unit``.
         min: lowest valid value, checked after conversion.
         max: highest valid value, checked after conversion.
@@ -67,35 +76,36 @@ class FieldRule(BaseModel):
     name: str | None = Field(default=None, min_length=1)
     scale: float = 1.0
     offset: float = 0.0
-    unit: str | None = None
+    # to_unit first: unit's check depends on it (a label may be any unit, a unit to
+    # convert from must be known).
     to_unit: str | None = None
+    unit: str | None = Field(default=None, min_length=1)
     min: float | None = None
     max: float | None = None
     round: int | None = None
     type: Literal["float", "int", "bool", "string"] | None = None
 
-    @field_validator("unit")
-    @classmethod
-    def _known_unit(cls, unit: str | None) -> str | None:
-        if unit is not None:
-            dimension(unit)  # raises UnitError, a ValueError, naming the unit
-        return unit
-
     @field_validator("to_unit")
     @classmethod
-    def _convertible(cls, to_unit: str | None, info: ValidationInfo) -> str | None:
-        unit = info.data.get("unit")  # absent when it failed its own validation
-        if to_unit is not None and unit is not None:
-            # Checked here rather than on the model so the error's path ends at to_unit.
-            scale_offset(unit, to_unit)
-        elif to_unit is not None:
-            dimension(to_unit)
+    def _known_to_unit(cls, to_unit: str | None) -> str | None:
+        if to_unit is not None:
+            dimension(to_unit)  # raises UnitError, a ValueError, naming the unit
         return to_unit
+
+    @field_validator("unit")
+    @classmethod
+    def _convertible(cls, unit: str | None, info: ValidationInfo) -> str | None:
+        to_unit = info.data.get("to_unit")  # absent when it failed its own validation
+        if unit is not None and to_unit is not None:
+            scale_offset(unit, to_unit)  # unknown unit, or a different dimension
+        elif unit is not None and "to_unit" not in info.data:
+            dimension(unit)
+        return unit
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if (self.unit is None) != (self.to_unit is None):
-            msg = "unit and to_unit go together: set both to convert, or neither"
+        if self.to_unit is not None and self.unit is None:
+            msg = "to_unit needs unit: the unit the device reports, to convert from"
             raise ValueError(msg)
         if self.scale == 0:
             msg = "scale must not be 0"
@@ -357,6 +367,20 @@ def _compile(rule: FieldRule, flag: bool) -> _Step:
     return _passthrough
 
 
+def field_units(config: NormalizeConfig, driver_units: Mapping[str, str]) -> dict[str, str]:
+    """Stored field name → unit for a device: what its driver declares (under the
+    config's renames), then the config's ``unit`` (a label) or ``to_unit`` (converted)."""
+    units: dict[str, str] = {}
+    for source, unit in driver_units.items():
+        rule = config.fields.get(source)
+        units[(rule.name if rule else None) or source] = unit
+    for source, rule in config.fields.items():
+        label = rule.to_unit or rule.unit
+        if label is not None:
+            units[rule.name or source] = label
+    return units
+
+
 class Normalizer:
     """Normalizes one device's samples; build once per device, then call ``apply``.
 
@@ -374,9 +398,12 @@ class Normalizer:
         "_tags",
         "config",
         "device",
+        "units",
     )
 
-    def __init__(self, device: str, config: NormalizeConfig) -> None:
+    def __init__(
+        self, device: str, config: NormalizeConfig, driver_units: Mapping[str, str] | None = None
+    ) -> None:
         if not device:
             msg = "the device name must not be empty"
             raise ValueError(msg)
@@ -402,6 +429,8 @@ class Normalizer:
         self._tags = tags
         self._measurement = config.measurement
         self._skew_ns = round(config.max_clock_skew_s * 1e9)
+        self.units: Mapping[str, str] = field_units(config, driver_units or {})
+        """Stored field name → unit: the driver's, overridden by the config's."""
 
     def apply(self, sample: RawSample, now_ns: int, check_skew: bool = True) -> NormalizeResult:
         """Normalize one sample that arrived at ``now_ns`` (ns since the epoch).
@@ -461,7 +490,7 @@ class Normalizer:
             # keeps readings independent of each other.
             tags = {**sample.tags, **self._tags} if sample.tags else self._tags.copy()
             measurement = self._measurement or sample.measurement or self.device
-            reading = Reading(measurement, tags, fields, time_ns)
+            reading = Reading(measurement, tags, fields, time_ns, self.units)
         return NormalizeResult(
             reading,
             tuple(dropped) if dropped else (),

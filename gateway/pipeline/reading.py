@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 FieldValue = float | int | bool | str
 """The field types InfluxDB knows: float, integer, boolean and string."""
+
+NO_UNITS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +40,14 @@ class Reading:
 
     Its identity is ``measurement + tags + time_ns``; that is what makes replays
     idempotent, so ``time_ns`` is fixed once, before the spool, and never changes.
+
+    ``units`` (field name → unit) is metadata: it is not written to InfluxDB (line
+    protocol has no place for it) but kept in the unit catalog and shown by ``query``.
+    One mapping per device, shared by its readings.
     """
 
     measurement: str
     tags: Mapping[str, str]
     fields: Mapping[str, FieldValue]
     time_ns: int
+    units: Mapping[str, str] = field(default_factory=dict)
