@@ -73,7 +73,8 @@ async def produce(spool: Spool, rate: float) -> None:
         await asyncio.sleep(max(0.0, start + i * interval - time.monotonic()))
 
 
-def start_strace(out: Path) -> subprocess.Popen[bytes] | None:
+def start_strace(out: Path, pid: int | None = None) -> subprocess.Popen[bytes] | None:
+    """``strace -c`` of this process (or ``pid``) and all its threads; None without strace."""
     exe = shutil.which("strace")
     if exe is None:
         return None
@@ -81,7 +82,7 @@ def start_strace(out: Path) -> subprocess.Popen[bytes] | None:
 
     return subprocess.Popen(
         [exe, "-f", "-c", "-e", "trace=" + ",".join(TRACED), "-o", str(out), "-p",
-         str(os.getpid())],
+         str(os.getpid() if pid is None else pid)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -135,6 +135,7 @@ def status_document(
             "max_pending": spool.max_pending,
             "commit_failing": spool.commit_failing,
             "committed": spool.stats.committed,
+            "commits": spool.stats.commits,
             "dropped": dict(spool.stats.dropped),
             "write_errors": spool.stats.write_errors,
             "damaged_chunks_lost": spool.stats.recovered_lost_chunks,
