@@ -22,7 +22,6 @@ import pytest
 from gateway_proc import GatewayProcess
 from servers import (
     HOST,
-    FakeInfluxServer,
     Influx1,
     Influx1Factory,
     InfluxQueryError,
@@ -405,28 +404,3 @@ def test_latest_is_per_field_when_the_newest_point_lacks_one(
         "2024-05-01T10:00:02.000000000Z,sparse,s,3.0,\n"
     )
 
-
-def test_v2_and_v3_send_the_token_in_a_header_and_query_the_bucket_or_database(
-    fake_influx: FakeInfluxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Against the FAKE InfluxDB (no 2.x or 3.x server can run here): only what ``query``
-    sends is checked — ``/query`` with db = the bucket (v2, via its DBRP mapping) or the
-    database (v3), the token in ``Authorization`` and never in the URL."""
-    for api, target in (("v2", 'bucket = "sensors"\norg = "o"'), ("v3", 'database = "sensors"')):
-        config = tmp_path / f"{api}.toml"
-        config.write_text(
-            f'[gateway]\nstate_dir = "{tmp_path}"\n[sinks.influxdb]\nurl = "{fake_influx.url}"\n'
-            f'api = "{api}"\n{target}\ntoken = "the-token"\n'
-        )
-        fake_influx.requests.clear()
-        code = main(["query", "-c", str(config)])  # the fake answers /ping, then 404
-        out, err = capsys.readouterr()
-        assert code == 1
-        assert f"InfluxDB {fake_influx.url} answered HTTP 404: fake: no such path" in err
-        assert "the-token" not in out + err
-        ping, show = fake_influx.requests[:2]
-        assert (ping.path, show.path) == ("/ping", "/query")
-        assert show.query["db"] == "sensors"
-        assert show.query["q"] == "SHOW FIELD KEYS FROM /.*/"
-        assert show.headers["Authorization"] == "Token the-token"
-        assert "the-token" not in str(show.query)

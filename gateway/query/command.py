@@ -19,7 +19,9 @@ from gateway.query.backend import (
     QueryError,
     QueryRequest,
 )
+from gateway.query.flux import FluxBackend
 from gateway.query.formats import fit_table, format_csv, format_json, format_summary
+from gateway.query.influxdb3 import InfluxDB3Backend
 from gateway.query.influxql import InfluxQLBackend
 from gateway.query.local import LocalBackend
 from gateway.query.timespec import parse_every, parse_time
@@ -33,9 +35,27 @@ SOURCES = ("local", "influxdb")
 _PROG = "sensor-gateway"
 
 
-def influx_backend(section: InfluxSection) -> InfluxQLBackend:
-    """The InfluxQL backend for ``[sinks.influxdb]``: v1 database, v2 bucket (DBRP), v3."""
+def influx_backend(section: InfluxSection) -> InfluxQLBackend | FluxBackend:
+    """The backend for ``[sinks.influxdb]``: InfluxQL over ``/query`` for v1, Flux for v2
+    (:mod:`gateway.query.flux`), InfluxQL over ``/api/v3/query_influxql`` for v3."""
     token = section.resolved_token() if (section.token or section.token_file) else ""
+    if section.api == "v2":
+        return FluxBackend(
+            section.url,
+            section.org,
+            section.bucket,
+            token,
+            timeout=section.timeout,
+            verify_tls=section.verify_tls,
+        )
+    if section.api == "v3":
+        return InfluxDB3Backend(
+            section.url,
+            section.database,
+            token=token,
+            timeout=section.timeout,
+            verify_tls=section.verify_tls,
+        )
     password = section.resolved_password() if (section.password or section.password_file) else ""
     return InfluxQLBackend(
         section.url,
@@ -145,6 +165,8 @@ def _run(args: argparse.Namespace, demo_store: Path, out: TextIO, err: TextIO) -
         return 0
     rows = backend.rows(req)
     print(answered, file=err)
+    for note in getattr(backend, "notes", ()):
+        print(f"{_PROG}: {note}", file=err)
     if args.format == "table":
         width = shutil.get_terminal_size().columns if out.isatty() else None
         text, hidden = fit_table(rows, width=width)

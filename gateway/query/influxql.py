@@ -177,19 +177,19 @@ class InfluxQLBackend:
             # One statement per measurement + field: selecting a single field skips the
             # points without it, so each field's newest value comes with its own time.
             wanted = set(req.fields or ())
-            q = ";".join(
+            statements = [
                 build_select(
                     replace(req, measurement=m, fields=[f], limit=1), self.retention_policy
                 )
                 for m, fields in sorted(keys.items())
                 for f, _ in fields
                 if not wanted or f in wanted
-            )
-            if not q:
+            ]
+            if not statements:
                 return []
         else:
-            q = build_select(req, self.retention_policy)
-        answer = self.query(q)
+            statements = [build_select(req, self.retention_policy)]
+        answer = self.query_all(statements)
         streams = [
             _series_rows(rank, series, req.agg, floats.get(series["name"], set()))
             for rank, series in enumerate(_sorted_series(answer))
@@ -218,13 +218,13 @@ class InfluxQLBackend:
         # field skips the points without it).
         ends: dict[tuple[str, str | None, str], list[int]] = {}
         for order in ("ASC", "DESC"):
-            q = ";".join(
+            statements = [
                 f"SELECT {quote_ident(f)} FROM {self._from(m)} GROUP BY {quote_ident(DEVICE_TAG)} "
                 f"ORDER BY time {order} LIMIT 1"
                 for m, fields in sorted(keys.items())
                 for f, _ in fields
-            )
-            for series in _series(self.query(q)) if q else ():
+            ]
+            for series in _series(self.query_all(statements)) if statements else ():
                 field = series["columns"][1]
                 key = (series["name"], _device(series), field)
                 ends.setdefault(key, []).append(int(series["values"][0][0]))
@@ -241,6 +241,11 @@ class InfluxQLBackend:
         if self.retention_policy:
             source = f"{quote_ident(self.retention_policy)}.{source}"
         return source
+
+    def query_all(self, statements: list[str]) -> dict[str, Any]:
+        """Run several statements (in one request: ``;``-separated); one answer with a
+        result per statement."""
+        return self.query(";".join(statements))
 
     def query(self, q: str) -> dict[str, Any]:
         """Run one InfluxQL statement; the decoded answer, times in ns.
