@@ -5,8 +5,8 @@ a real mosquitto (connected, subscribed, no traffic). After ``--settle`` seconds
 gateway's VmRSS is read, in two configurations:
 
 * ``local``: the default configuration (no InfluxDB: the embedded local store is the sink);
-* ``influxdb-v2``: ``[sinks.influxdb]`` with ``api = "v2"`` (influxdb-client is imported
-  when the sink starts) and the local store off.
+* ``influxdb-v2``: ``[sinks.influxdb]`` with ``api = "v2"`` (aiohttp is imported when the
+  sink starts) and the local store off.
 
     python bench/idle_rss.py
 """
