@@ -500,3 +500,19 @@ def test_org_is_needed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     code, _, err = run(capsys, cfg, "--source", "influxdb")
     assert code == 2
     assert "org is needed to query InfluxDB 2.x" in err
+
+
+@pytest.mark.integration
+def test_units_from_the_state_dir_label_influxdb_answers_too(
+    fake: FakeInfluxDB2, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flux = 'from(bucket: "sensors")\n  |> range(start: 1970-01-01T00:00:00Z)\n  |> tail(n: 3)\n'
+    fake.record({flux: TAIL3})
+    (tmp_path / "units.json").write_text(
+        json.dumps({HOSTILE: {"temperature": "degC"}, "plain": {"temperature": "degC"}})
+    )
+    code, out, _ = run(capsys, config(tmp_path, fake.url), "-n", "3")
+    assert code == 0
+    assert out.splitlines()[0].split()[-3:] == ["seq", "temperature", "(degC)"]
+    code, out, _ = run(capsys, config(tmp_path, fake.url), "-n", "3", "-o", "json")
+    assert json.loads(out.splitlines()[0])["units"] == {"temperature": "degC"}

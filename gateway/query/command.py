@@ -7,12 +7,14 @@ answered is always said on stderr, as is "no readings match" (not an error: exit
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from gateway.pipeline.unitcatalog import read_units
 from gateway.query.backend import (
     Backend,
     QueryArgumentError,
@@ -24,6 +26,7 @@ from gateway.query.formats import fit_table, format_csv, format_json, format_sum
 from gateway.query.influxdb3 import InfluxDB3Backend
 from gateway.query.influxql import InfluxQLBackend
 from gateway.query.local import LocalBackend
+from gateway.query.plot import plot, require_plotext
 from gateway.query.timespec import parse_every, parse_time
 
 if TYPE_CHECKING:
@@ -145,11 +148,19 @@ def main(
 
 def _run(args: argparse.Namespace, demo_store: Path, out: TextIO, err: TextIO) -> int:
     req = None if args.list else request_from_args(args)
+    plotting = getattr(args, "plot", False)
+    if plotting:
+        if args.list or args.format != "table":
+            option = "--list" if args.list else f"-o {args.format}"
+            raise QueryArgumentError(f"--plot and {option} cannot be combined")
+        require_plotext()  # before asking any server
     config = None
     if not args.demo:
         from gateway.config import load_config
 
         config = load_config(args.config, check_access=False)
+    # Units label the output whatever the source: the gateway keeps them beside its state.
+    units = read_units(demo_store.parent if config is None else config.state_dir)
     backend = select_backend(
         config, getattr(args, "source", None), demo_store if args.demo else None, err
     )
@@ -167,9 +178,15 @@ def _run(args: argparse.Namespace, demo_store: Path, out: TextIO, err: TextIO) -
     print(answered, file=err)
     for note in getattr(backend, "notes", ()):
         print(f"{_PROG}: {note}", file=err)
-    if args.format == "table":
+    if plotting:
+        size = shutil.get_terminal_size()
+        color = out.isatty() and not os.environ.get("NO_COLOR")
+        text = plot(rows, width=size.columns, height=size.lines - 2, units=units, color=color)
+        if rows and not text:
+            print(f"{_PROG}: nothing to plot: no field is a number (-o table shows them)", file=err)
+    elif args.format == "table":
         width = shutil.get_terminal_size().columns if out.isatty() else None
-        text, hidden = fit_table(rows, width=width)
+        text, hidden = fit_table(rows, width=width, units=units)
         if hidden:
             print(
                 f"{_PROG}: {len(hidden)} column(s) left out to fit the terminal "
@@ -177,7 +194,7 @@ def _run(args: argparse.Namespace, demo_store: Path, out: TextIO, err: TextIO) -
                 file=err,
             )
     else:
-        text = {"csv": format_csv, "json": format_json}[args.format](rows)
+        text = format_csv(rows) if args.format == "csv" else format_json(rows, units)
     if not rows:
         print(f"{_PROG}: no readings match", file=err)
     out.write(text)

@@ -1,11 +1,19 @@
-"""Output of ``sensor-gateway query``: an aligned table, CSV, JSON lines, the summary."""
+"""Output of ``sensor-gateway query``: an aligned table, CSV, JSON lines, the summary.
+
+Units (device → field → unit, from the unit catalog) label the table's field columns,
+``temperature (degC)``, when every device in the table with that field has the same
+unit (a column shared by a °C and a °F device, or by one without a known unit, stays
+bare rather than wrong). JSON lines carry the reading's own units in a ``units`` object
+when any is known. CSV keeps the bare field names, so a script's columns never change
+when units become known.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta, tzinfo
 
 from gateway.pipeline.reading import FieldValue
@@ -13,7 +21,19 @@ from gateway.query.backend import Row, SeriesSummary
 from gateway.query.readings import Reading, readings
 from gateway.query.timespec import EPOCH, NS, rfc3339
 
-__all__ = ["columns", "fit_table", "format_csv", "format_json", "format_summary", "format_table"]
+__all__ = [
+    "Units",
+    "column_units",
+    "columns",
+    "fit_table",
+    "format_csv",
+    "format_json",
+    "format_summary",
+    "format_table",
+]
+
+Units = Mapping[str, Mapping[str, str]]
+"""Device → field → unit (:func:`gateway.pipeline.unitcatalog.read_units`)."""
 
 
 def _local_ms(time_ns: int, tz: tzinfo | None) -> str:
@@ -56,6 +76,22 @@ def columns(items: Sequence[Reading]) -> tuple[list[str], list[str], list[str]]:
     return ["time", "measurement", "device", *tag_keys, *shown], tag_keys, fields
 
 
+def column_units(items: Sequence[Reading], units: Units | None) -> dict[str, str]:
+    """Field → unit for the fields whose readings all agree on one known unit."""
+    if not units:
+        return {}
+    found: dict[str, set[str | None]] = {}
+    for item in items:
+        known = units.get(item.device or "", {})
+        for name in item.fields:
+            found.setdefault(name, set()).add(known.get(name))
+    return {
+        name: unit
+        for name, seen in found.items()
+        if len(seen) == 1 and (unit := next(iter(seen))) is not None
+    }
+
+
 def _cells(item: Reading, tag_keys: list[str], fields: list[str]) -> list[FieldValue | None]:
     return [
         item.measurement,
@@ -66,7 +102,10 @@ def _cells(item: Reading, tag_keys: list[str], fields: list[str]) -> list[FieldV
 
 
 def fit_table(
-    rows: Sequence[Row], tz: tzinfo | None = None, width: int | None = None
+    rows: Sequence[Row],
+    tz: tzinfo | None = None,
+    width: int | None = None,
+    units: Units | None = None,
 ) -> tuple[str, list[str]]:
     """:func:`format_table` and the columns left out because ``width`` was too narrow.
 
@@ -77,6 +116,11 @@ def fit_table(
     if not items:
         return "", []
     header, tag_keys, fields = columns(items)
+    labels = column_units(items, units)
+    first = len(header) - len(fields)
+    for i, name in enumerate(fields, start=first):
+        if name in labels:
+            header[i] = f"{header[i]} ({labels[name]})"
     lines = [
         [_local_ms(item.time_ns, tz), *("" if v is None else _text(v) for v in cells)]
         for item in items
@@ -107,13 +151,19 @@ def _cut(cell: str, width: int) -> str:
     return cell if len(cell) <= width else cell[: width - 1] + _ELLIPSIS
 
 
-def format_table(rows: Sequence[Row], tz: tzinfo | None = None, width: int | None = None) -> str:
-    """A wide aligned table: one line per reading (newest last), one column per field.
+def format_table(
+    rows: Sequence[Row],
+    tz: tzinfo | None = None,
+    width: int | None = None,
+    units: Units | None = None,
+) -> str:
+    """A wide aligned table: one line per reading (newest last), one column per field,
+    labelled with its unit where ``units`` says one for all its readings.
 
     Times are local (``tz``, default the system's zone; ISO 8601 with ms); missing values
     are blank. ``width``: fit in that many columns (see :func:`fit_table`). ``""`` for no rows.
     """
-    return fit_table(rows, tz, width)[0]
+    return fit_table(rows, tz, width, units)[0]
 
 
 def format_csv(rows: Sequence[Row]) -> str:
@@ -133,16 +183,23 @@ def format_csv(rows: Sequence[Row]) -> str:
     return out.getvalue()
 
 
-def format_json(rows: Sequence[Row]) -> str:
+def format_json(rows: Sequence[Row], units: Units | None = None) -> str:
     """JSON lines, one object per reading with the table's columns as keys: ``time``
     (RFC 3339, UTC, ns), ``measurement``, ``device``, tags, fields (their JSON types;
-    ``null`` where a reading has not that tag or field)."""
+    ``null`` where a reading has not that tag or field); then, when ``units`` knows any
+    of the reading's fields, ``units``: field → unit (``_units`` if a column is named so).
+    """
     items = readings(rows)
     header, tag_keys, fields = columns(items)
+    units_key = "_units" if "units" in header else "units"
+    shown = dict(zip(fields, header[len(header) - len(fields) :], strict=True))
     out = []
     for item in items:
         values = [rfc3339(item.time_ns), *_cells(item, tag_keys, fields)]
-        obj = dict(zip(header, values, strict=True))
+        obj: dict[str, object] = dict(zip(header, values, strict=True))
+        known = (units or {}).get(item.device or "", {})
+        if found := {shown[f]: known[f] for f in sorted(item.fields) if f in known}:
+            obj[units_key] = found
         out.append(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
     return "".join(out)
 
