@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fake_influx_query import FakeInfluxDB3, Recorded, v3_rows
+from servers import free_port
 
 from gateway.cli import main
 from gateway.query.backend import QueryArgumentError
@@ -367,3 +368,16 @@ def test_windows_longer_than_a_piece_are_a_bad_argument(
     code, _, err = run(capsys, config(tmp_path, fake.url), "--since", "-30d", "--every", "4d")
     assert code == 2
     assert "--every: InfluxDB 3 answers at most 72 h per query" in err
+
+
+@pytest.mark.integration
+def test_unreachable_falls_back_to_the_local_store_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, _, err = run(capsys, config(tmp_path, url), "--source", "influxdb", "--since", "-1h")
+    assert code == 4
+    assert err.startswith(f"sensor-gateway: cannot connect to InfluxDB at {url}: ")
+    code, _, err = run(capsys, config(tmp_path, url))
+    assert code == 1  # the local store answers: there is none here
+    assert err.splitlines()[0].endswith("; reading the local store instead")
