@@ -74,8 +74,10 @@ class MqttConnection:
         tls: ssl.SSLContext | None = None,
         receive_maximum: int | None = None,
         session_expiry: int | None = None,
+        clean: bool = False,
     ) -> None:
-        """Connect and log in (persistent session); raise MqttError with the reason."""
+        """Connect and log in (a persistent session unless ``clean``); raise MqttError
+        with the reason."""
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                 await self._loop.create_connection(
@@ -95,6 +97,7 @@ class MqttConnection:
                         password=password,
                         receive_maximum=receive_maximum if self.v5 else None,
                         session_expiry=session_expiry if self.v5 else None,
+                        clean=clean,
                     )
                 )
                 body = await self._connack

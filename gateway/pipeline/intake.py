@@ -24,6 +24,9 @@ from gateway.pipeline.unitcatalog import UnitCatalog
 from gateway.telemetry.stats import DeviceStats, RateLimit
 
 Tap = Callable[[str, Reading], None]
+RejectionTap = Callable[[str, str, str, Mapping[str, object]], None]
+"""``(device, reason, message, where)`` for every rejected input or reading and every
+dropped field, before the log's rate limit (``run --test`` prints each one)."""
 
 # Series per device whose last arrival time is remembered (see DeviceInput.submit).
 MAX_SERIES_TRACKED = 10_000
@@ -47,6 +50,7 @@ class Pipeline:
         self.time = time_source or TimeSource()
         self.units = units or UnitCatalog()
         self.taps: list[Tap] = []
+        self.rejection_taps: list[RejectionTap] = []
         self.devices: dict[str, DeviceInput] = {}
 
     def device(
@@ -189,6 +193,8 @@ class DeviceInput:
         self._warn(err.reason, f"input rejected: {err}", reason=err.reason, **where)
 
     def _warn(self, key: str, message: str, **fields: object) -> None:
+        for tap in self.pipeline.rejection_taps:
+            tap(self.name, key, message, fields)
         # A broken sensor can produce thousands of bad frames a minute; say it a few
         # times, then once a minute with how many were not logged. The counters count all.
         if self._limit.allow(key):
