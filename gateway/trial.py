@@ -22,11 +22,13 @@ says so for that device and keeps trying the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
 import sqlite3
 import ssl
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -222,12 +224,13 @@ class Trial:
             units=UnitCatalog(),  # no state directory: never saved
         )
         self.pipeline.taps.append(self._reading)
-        self.pipeline.rejection_taps.append(events.rejection)
+        self.pipeline.rejection_taps.append(self._rejection)
         self.hubs: dict[str, TrialHub] = {}
         self.client_ids: dict[str, str] = {}
         self._serial: dict[str, tuple[SerialDriver[Any], DeviceInput]] = {}
         self._seen: dict[str, _Seen] = {}
         self._stop = asyncio.Event()
+        self._closed = False
         self.supervisor = Supervisor(on_fatal=lambda _reason: self._stop.set())
         for name in devices:
             self._place(name)
@@ -258,7 +261,29 @@ class Trial:
         self._stop.set()
 
     def _reading(self, device: str, reading: Reading) -> None:
-        self.events.reading(device, reading, self.outbox.last_line)
+        if not self._closed:
+            try:
+                self.events.reading(device, reading, self.outbox.last_line)
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _rejection(
+        self, device: str, reason: str, message: str, where: Mapping[str, object]
+    ) -> None:
+        if not self._closed:
+            try:
+                self.events.rejection(device, reason, message, where)
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        """stdout was closed (``run --test | head``): end the trial quietly."""
+        self._closed = True
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the exit's flush must not fail again
+            os.close(devnull)
+        self.stop()
 
     async def run(self, duration: float) -> None:
         """Run until ``duration`` seconds passed or :meth:`stop`; then report the summary."""
@@ -298,7 +323,9 @@ class Trial:
         finally:
             await sup.stop(within=STOP_TIMEOUT_S)
             await self._watch_states()
-            self.events.summary(self.entries, time.monotonic() - started)
+            if not self._closed:
+                with contextlib.suppress(BrokenPipeError):
+                    self.events.summary(self.entries, time.monotonic() - started)
 
     def _serial_service(
         self, driver: SerialDriver[Any], entry: DeviceInput, initial: float, maximum: float
