@@ -155,7 +155,7 @@ class FluxBackend:
 
     def rows(self, req: QueryRequest) -> list[Row]:
         records = self.records(build_flux(req, self.bucket))
-        rows = [_row(values) for values in records]
+        rows = [_row(values) for values in records if values.get("_value") is not None]
         if req.every_ns is not None:
             # The first window of a range that starts mid-window is timed at the range's
             # start: put it at its window's start, as InfluxQL and the local store do.

@@ -98,10 +98,10 @@ class InfluxDB3Backend(InfluxQLBackend):
     def description(self) -> str:
         return f'InfluxDB 3 {self.url} (database "{self.database}", /api/v3/query_influxql)'
 
-    def rows(self, req: QueryRequest, now: int | None = None) -> list[Row]:
+    def rows(self, req: QueryRequest) -> list[Row]:
         start, end = checked_range(req)
         if end == MAX_NS:
-            end = time.time_ns() if now is None else now
+            end = time.time_ns()
         if start == MIN_NS:
             start = end - self.lookback_ns
             self.notes.append(
