@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -516,3 +518,16 @@ def test_units_from_the_state_dir_label_influxdb_answers_too(
     assert out.splitlines()[0].split()[-3:] == ["seq", "temperature", "(degC)"]
     code, out, _ = run(capsys, config(tmp_path, fake.url), "-n", "3", "-o", "json")
     assert json.loads(out.splitlines()[0])["units"] == {"temperature": "degC"}
+
+
+def test_neither_influxdb_client_nor_plotext_is_imported_until_used() -> None:
+    """``query`` over the local store, InfluxDB 1.x or 3 never pays for influxdb-client
+    or plotext; the daemon imports no query module at all."""
+    code = (
+        "import sys, gateway.cli, gateway.query.command, gateway.app;"
+        "print(sorted(m for m in ('influxdb_client', 'plotext') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "[]\n"
