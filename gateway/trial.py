@@ -158,7 +158,7 @@ def read_pinned_types(spool_path: Path) -> dict[tuple[str, str], str] | None:
     creates no file at all (a read-only open would leave ``-wal``/``-shm`` behind).
 
     Raises:
-        sqlite3.Error: the spool cannot be read.
+        sqlite3.Error, OSError: the spool cannot be read.
     """
     if not spool_path.exists():
         return None
@@ -291,7 +291,7 @@ class Trial:
         pins: dict[tuple[str, str], str] | None = None
         try:
             pins = await asyncio.to_thread(read_pinned_types, self.config.spool_path)
-        except sqlite3.Error as err:
+        except (sqlite3.Error, OSError) as err:  # e.g. the service user's 0700 state dir
             self.events.notice(
                 f"the field types pinned by the gateway cannot be read from "
                 f"{self.config.spool_path} ({err}): type checks start from none"
