@@ -186,3 +186,25 @@ def test_plot_combines_with_neither_list_nor_another_format(
     _, err = capsys.readouterr()
     assert code == 2
     assert err.startswith(f"sensor-gateway: --plot and {' '.join(other)} cannot be combined")
+
+
+def test_plot_labels_tell_series_of_one_device_apart_by_the_tags_that_differ() -> None:
+    rows = [
+        Row(
+            T0 + i * S,
+            "rooms",
+            "rooms",
+            {"device": "rooms", "sensor": s, "site": "demo"},
+            "temperature",
+            20.0 + i,
+        )
+        for i in range(3)
+        for s in ("s0", "s1")
+    ] + [Row(T0, "climate", "boiler", {"device": "boiler"}, "temperature", 21.0)]
+    text = plot(rows, width=72, height=16, tz=UTC, color=False)
+    legend = [line[7:].split("  ")[0].strip() for line in text.splitlines()[2:5]]
+    assert legend == [
+        "•• rooms sensor=s0 temperature",
+        "xx rooms sensor=s1 temperature",
+        "++ boiler temperature",
+    ]

@@ -41,11 +41,23 @@ def require_plotext() -> Any:
     return plotext
 
 
-def _series_label(row: Row, ambiguous: bool) -> str:
-    if ambiguous:
-        tags = ",".join(f"{k}={v}" for k, v in sorted(row.tags.items()))
-        return f"{row.measurement}{',' + tags if tags else ''} {row.field}"
-    return f"{row.device or row.measurement} {row.field}"
+def _labels(firsts: Sequence[Row]) -> list[str]:
+    """``device field`` per series; where two series share that, the tags in which they
+    differ are added (``rooms sensor=s1 temperature``), then the measurement."""
+    short = [f"{r.device or r.measurement} {r.field}" for r in firsts]
+    out = []
+    for row, label in zip(firsts, short, strict=True):
+        group = [r for r, other in zip(firsts, short, strict=True) if other == label]
+        if len(group) == 1:
+            out.append(label)
+            continue
+        keys = sorted({k for r in group for k in r.tags} - {"device"})
+        differ = [k for k in keys if len({r.tags.get(k) for r in group}) > 1]
+        extra = [f"{k}={row.tags[k]}" for k in differ if k in row.tags]
+        if len({r.measurement for r in group}) > 1:
+            extra.insert(0, row.measurement)
+        out.append(" ".join([row.device or row.measurement, *extra, row.field]))
+    return out
 
 
 def plot(
@@ -72,8 +84,7 @@ def plot(
         found[2].append(float(value))
     if not series:
         return ""
-    short = [_series_label(first, False) for first, _, _ in series.values()]
-    ambiguous = len(set(short)) < len(short)
+    labels = _labels([first for first, _, _ in series.values()])
     known = units or {}
     unit_of = [
         known.get(first.device or "", {}).get(first.field) for first, _, _ in series.values()
@@ -81,10 +92,8 @@ def plot(
     plt.clear_figure()
     plt.date_form(_DATE_FORM)
     plt.plotsize(width, max(height, _MIN_HEIGHT))
-    for index, ((first, times, values), unit) in enumerate(
-        zip(series.values(), unit_of, strict=True)
-    ):
-        label = _series_label(first, ambiguous) + (f" ({unit})" if unit else "")
+    for index, ((_, times, values), unit) in enumerate(zip(series.values(), unit_of, strict=True)):
+        label = labels[index] + (f" ({unit})" if unit else "")
         # Without colours, lines differ by their marker.
         marker = "hd" if color else _MARKERS[index % len(_MARKERS)]
         plt.plot(times, values, label=label, marker=marker)
