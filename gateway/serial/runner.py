@@ -19,16 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import serial
-import serial_asyncio_fast
-
 from gateway.driver import STALE_FACTOR, SerialDriver
 from gateway.errors import DeviceUnavailable, RejectedInput
 from gateway.pipeline.intake import DeviceInput
 from gateway.serial.bus import shared_port
-from gateway.serial.ports import open_error, resolve_port
+from gateway.serial.ports import resolve_port
 from gateway.serial.supervise import DeviceLost
-from gateway.serial.transport import NoResponse, PortProtocol, SerialPort, preview
+from gateway.serial.transport import NoResponse, PortProtocol, SerialPort, open_transport, preview
 
 # A polled device that misses this many answers in a row is reopened.
 MAX_MISSED_POLLS = 3
@@ -46,22 +43,7 @@ async def open_port(driver: SerialDriver[Any], entry: DeviceInput) -> SerialPort
     opts = driver.options
     path = await resolve_port(opts.port)
     line = driver.line_settings()
-    try:
-        transport, protocol = await serial_asyncio_fast.create_serial_connection(
-            asyncio.get_running_loop(),
-            PortProtocol,
-            path,
-            baudrate=line.baudrate,
-            bytesize=line.bytesize,
-            parity=line.parity,
-            stopbits=line.stopbits,
-            rtscts=line.rtscts,
-            xonxoff=line.xonxoff,
-            exclusive=True,
-        )
-    except (serial.SerialException, OSError, ValueError) as err:
-        raise DeviceUnavailable(open_error(path, err)) from err
-    assert isinstance(protocol, PortProtocol)
+    transport, protocol = await open_transport(path, line, PortProtocol)
     where = {"port": opts.port} if path == opts.port else {"port": opts.port, "path": path}
     entry.log.info("serial port opened", **where, line=str(line))
     return SerialPort(

@@ -9,30 +9,49 @@ resolved and reopened by the core; a driver never closes it.
 
 Bytes are framed as they arrive, in the transport's ``data_received`` (an asyncio
 protocol on pyserial-asyncio-fast, no stream reader between): a stream device's frames
-go straight to the core's handler, with no task switch per read.
+go straight to the core's handler, with no task switch per read. :class:`FdTransport`
+reads the port's descriptor directly (one ``read`` per wake-up, not pyserial's
+``select`` + ``read``), up to :data:`READ_SIZE` bytes at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, NoReturn
+from functools import partial
+from typing import Any, Final, NoReturn, TypeVar
 
 import serial
+import serial_asyncio_fast
 
 from gateway.errors import DeviceUnavailable, RejectedInput
 from gateway.pipeline.intake import DeviceInput
 from gateway.serial.framers import Framer
+from gateway.serial.ports import LineSettings, open_error
 
-__all__ = ["NoResponse", "PortProtocol", "SerialPort", "preview"]
+__all__ = [
+    "READ_SIZE",
+    "FdTransport",
+    "NoResponse",
+    "PortProtocol",
+    "SerialPort",
+    "open_transport",
+    "preview",
+]
+
+ProtocolT = TypeVar("ProtocolT", bound=asyncio.Protocol)
 
 Accept = Callable[[bytes], bool]
 FrameHandler = Callable[[list[bytes]], int]
 """Takes frames of a stream device; returns how many of them were good."""
 
+# Bytes taken per wake-up: everything a 115200-baud line delivers in ~0.5 s, so a burst
+# (a DSMR telegram, a backlog after a stall) is framed in one go, not 1 KiB at a time.
+READ_SIZE: Final = 8192
 # Writes queue in the transport beyond this many bytes only if the device does not read.
 _WRITE_HIGH_WATER: Final = 64 * 1024
 # Frames nobody has asked for yet (a polled device talking between polls) are kept up
@@ -46,6 +65,69 @@ class NoResponse(RejectedInput):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="no_response")
+
+
+class FdTransport(serial_asyncio_fast.SerialTransport):
+    """pyserial-asyncio-fast's transport, reading the port's file descriptor directly.
+
+    ``Serial.read()`` does a ``select()`` before each ``read()`` and copies through a
+    bytearray; the event loop has already said the descriptor is readable, so one
+    ``os.read`` does. A hang-up (``EIO``, or end of file: the device was unplugged)
+    closes the transport with a ``SerialException``, as ``Serial.read()`` would.
+    Opening, flushing, writing and closing stay pyserial-asyncio-fast's.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, port: serial.Serial
+    ) -> None:
+        super().__init__(loop, protocol, port)
+        self._fd = port.fileno()
+        self._max_read_size = READ_SIZE
+
+    def _read_ready(self) -> None:
+        try:
+            data = os.read(self._fd, self._max_read_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self._close(exc=serial.SerialException(f"read failed: {err}"))
+            return
+        if data:
+            self._protocol.data_received(data)
+        else:
+            self._close(
+                exc=serial.SerialException(
+                    "device reports readiness to read but returned no data "
+                    "(device disconnected or multiple access on port?)"
+                )
+            )
+
+
+async def open_transport(
+    path: str, line: LineSettings, protocol_factory: Callable[[], ProtocolT]
+) -> tuple[FdTransport, ProtocolT]:
+    """Open ``path`` exclusively with ``line`` settings, off the loop; raises DeviceUnavailable.
+
+    How the core opens every serial port (and ``sensor-gateway capture`` too).
+    """
+    loop = asyncio.get_running_loop()
+    opener = partial(
+        serial.Serial,
+        path,
+        baudrate=line.baudrate,
+        bytesize=line.bytesize,
+        parity=line.parity,
+        stopbits=line.stopbits,
+        rtscts=line.rtscts,
+        xonxoff=line.xonxoff,
+        exclusive=True,
+    )
+    try:
+        instance = await loop.run_in_executor(None, opener)
+    except (serial.SerialException, OSError, ValueError) as err:
+        raise DeviceUnavailable(open_error(path, err)) from err
+    protocol = protocol_factory()
+    return FdTransport(loop, protocol, instance), protocol
 
 
 class PortProtocol(asyncio.Protocol):
