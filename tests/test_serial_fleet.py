@@ -1,6 +1,6 @@
 """The whole gateway (in process) with many serial devices on pseudo-terminals, played by
 the test kit: a device unplugged and replugged 20 times behind the same by-id style
-symlink, and 20 devices streaming at 10 Hz with every reading stored."""
+symlink, and 20 devices streaming at 10 Hz for 30 s with every reading stored."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ from gateway import query
 from gateway.app import Gateway
 from gateway.config import Config, config_from_dict
 from gateway.testing import PluggableSerialPty, ScriptedDevice, SerialPty
+
+# Whole gateways with many devices for tens of seconds: deselect with -m "not integration",
+# or run alone with -m integration tests/test_serial_fleet.py.
+pytestmark = pytest.mark.integration
 
 # A longer first backoff than the default 1 s, so the bound below has room on a loaded
 # machine: its smallest jittered delay is half of it. A reconnect faster than that was
@@ -107,22 +111,27 @@ async def test_unplugged_and_replugged_20_times_it_reconnects_each_time_and_noth
     # The steady device talks all along; the flappy one at 20 Hz while plugged in.
     scripted_device(steady).stream(lambda n: f"seq={n}\n".encode(), rate_hz=10)
     flapper = scripted_device(usb).stream(lambda n: f"seq={n}\n".encode(), rate_hz=20)
+    # reconnect_s[0] is the first plug-in; then CYCLES times: unplugged (the pty closed),
+    # replugged (a new pty behind the same path), readings resume.
     reconnect_s: list[float] = []
-    for cycle in range(CYCLES):
+    for cycle in range(CYCLES + 1):
         before = flappy.readings
         plugged_at = time.monotonic()
         await _until(lambda b=before: flappy.readings > b, timeout=30)  # type: ignore[misc]
         reconnect_s.append(time.monotonic() - plugged_at)
+        if cycle == CYCLES:
+            break
         await asyncio.sleep(0.2)
         usb.unplug()
         await asyncio.sleep(0.2)
-        if cycle < CYCLES - 1:
-            usb.plug()
+        usb.plug()
     await gateways.stop(gw)
+    assert usb.plugs == CYCLES + 1
+    assert len(reconnect_s[1:]) == CYCLES
     assert max(reconnect_s[1:]) < RECONNECT_BOUND_S, (
         f"slowest reconnect {max(reconnect_s[1:]):.2f} s, all: {[round(s, 2) for s in reconnect_s]}"
     )
-    assert flappy.restarts >= CYCLES - 1
+    assert flappy.restarts >= CYCLES
     assert flapper.sent > 0
     assert calm.restarts == 0
     assert calm.rejected == {}
@@ -132,7 +141,8 @@ async def test_unplugged_and_replugged_20_times_it_reconnects_each_time_and_noth
     assert all(n == 1 for n in stored.values()), "a reading was stored twice"
 
 
-DEVICES, RATE_HZ, SECONDS = 20, 10, 10
+# The issue's figures: 20 devices at 10 Hz for 30 s.
+DEVICES, RATE_HZ, SECONDS = 20, 10, 30
 
 
 async def test_20_devices_at_10_hz_every_reading_stored(
