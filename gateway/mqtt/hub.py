@@ -10,6 +10,13 @@ queue, no task per message). A QoS 1 message is acknowledged only once the spool
 holding its readings is done (:class:`~gateway.mqtt.acks.AckWindow`): until then the
 broker keeps it, so neither kill -9 nor a stop loses it; the broker's in-flight window
 is the only buffer, and TCP flow control holds what we cannot take yet.
+
+Devices and listeners (discovery) can be added and removed while the hub runs:
+:meth:`MqttHub.add_device` / :meth:`MqttHub.remove_device` change the routes at once and
+bring the live connection's subscriptions in line (SUBSCRIBE what is new, UNSUBSCRIBE
+what no device uses any more) in one background task per connection. Discovered devices
+use this; a configuration reload can use the same calls instead of restarting the
+connection.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import ssl
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +37,7 @@ import structlog
 from gateway.backoff import Backoff
 from gateway.config import BrokerSection
 from gateway.delivery.spool import Spool
-from gateway.driver import MqttDriver
+from gateway.driver import MqttDriver, TopicPattern
 from gateway.errors import RejectedInput
 from gateway.mqtt.acks import AckWindow
 from gateway.mqtt.client import MqttConnection
@@ -62,6 +70,10 @@ class _Route:
     entry: DeviceInput
 
 
+Listener = Callable[[str, bytes], None]
+"""Receives ``(topic, payload)`` of every message matching its filter, on the loop."""
+
+
 @dataclass(slots=True)
 class BrokerStats:
     """Connection state of one broker, for status."""
@@ -85,22 +97,97 @@ class BrokerStats:
 class MqttHub:
     """Owns one broker connection and routes its messages to devices."""
 
-    def __init__(self, name: str, config: BrokerSection, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: BrokerSection,
+        state_dir: Path | None = None,
+        spool: Spool | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.state_dir = state_dir
         self.stats = BrokerStats()
+        self._spool_given = spool
         self._routes: list[_Route] = []
-        self._cache: dict[str, list[_Route]] = {}
+        self._listeners: list[tuple[TopicPattern, Listener]] = []
+        self._cache: dict[str, tuple[list[_Route], list[Listener]]] = {}
+        # While connected: the connection, what it is subscribed to, the task that
+        # brings its subscriptions in line with the routes.
+        self._conn: MqttConnection | None = None
+        self._subscribed: dict[str, int] = {}
+        self._resync: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("gateway.mqtt").bind(broker=name)
         self._acks: AckWindow | None = None
         self._loss = LossWatch(name, state_dir)
         self._default_id: str | None = None
 
     def add_device(self, driver: MqttDriver[Any], entry: DeviceInput) -> None:
-        """Route matching messages to ``driver`` (before :meth:`run`)."""
+        """Route matching messages to ``driver``; while connected, subscribe its topics."""
         self._routes.append(_Route(driver, entry))
+        self._changed()
+
+    def remove_device(self, name: str) -> DeviceInput | None:
+        """Stop routing to the device ``name``; while connected, unsubscribe the filters
+        no other device uses. Its messages already spooled stay spooled."""
+        gone = [r for r in self._routes if r.entry.name == name]
+        if not gone:
+            return None
+        self._routes = [r for r in self._routes if r.entry.name != name]
+        self._changed()
+        return gone[0].entry
+
+    def add_listener(self, topic_filter: str, listener: Listener) -> None:
+        """Hand every message matching ``topic_filter`` to ``listener`` (discovery)."""
+        self._listeners.append((TopicPattern(topic_filter), listener))
+        self._changed()
+
+    def _filters(self) -> dict[str, int]:
+        filters: dict[str, int] = {}
+        for route in self._routes:
+            for topic in route.driver.subscriptions():
+                # QoS 2 would hand the message over (PUBREC) before it is spooled; QoS 1
+                # acknowledged after the commit is the stronger promise, and redeliveries
+                # are absorbed by fixed timestamps (docs/delivery.md).
+                qos = min(route.driver.options.qos, 1)
+                filters[topic] = max(filters.get(topic, 0), qos)
+        for pattern, _ in self._listeners:
+            filters[pattern.filter] = 1
+        return filters
+
+    def _changed(self) -> None:
         self._cache.clear()
+        conn = self._conn
+        if conn is not None and (self._resync is None or self._resync.done()):
+            self._resync = asyncio.get_running_loop().create_task(
+                self._sync_subscriptions(conn), name=f"mqtt-{self.name}-subscriptions"
+            )
+
+    async def _sync_subscriptions(self, conn: MqttConnection) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE on the live connection until it matches the routes
+        (changes made meanwhile are picked up by the next round)."""
+        try:
+            while self._conn is conn:
+                want = self._filters()
+                new = {t: q for t, q in want.items() if self._subscribed.get(t) != q}
+                unused = [t for t in self._subscribed if t not in want]
+                if not new and not unused:
+                    return
+                if new:
+                    granted = await conn.subscribe(list(new.items()))
+                    self._subscribed.update(new)
+                    self._check_subscriptions(new, granted, update=True)
+                    self._log.info("subscribed at run time", filters=sorted(new))
+                if unused:
+                    await conn.unsubscribe(unused)
+                    for topic in unused:
+                        self._subscribed.pop(topic, None)
+                    self._log.info("unsubscribed at run time", filters=sorted(unused))
+                self.stats.subscriptions = sorted(self._subscribed)
+                self._loss.remember_filters(sorted(self._subscribed))
+        except MqttError as err:
+            # The connection is ending; the next one subscribes to everything.
+            self._log.debug("subscription change not sent", error=str(err))
 
     @property
     def devices(self) -> list[DeviceInput]:
@@ -142,29 +229,23 @@ class MqttHub:
         return self._default_id
 
     def _spool(self) -> Spool | None:
+        if self._spool_given is not None:
+            return self._spool_given
         return self._routes[0].entry.pipeline.spool if self._routes else None
 
     async def run(self) -> None:
         """Connect, subscribe, route messages; reconnect with backoff forever."""
         cfg = self.config
         backoff = Backoff(cfg.reconnect_initial, cfg.reconnect_max)
-        filters: dict[str, int] = {}
-        for route in self._routes:
-            for topic in route.driver.subscriptions():
-                # QoS 2 would hand the message over (PUBREC) before it is spooled; QoS 1
-                # acknowledged after the commit is the stronger promise, and redeliveries
-                # are absorbed by fixed timestamps (docs/delivery.md).
-                qos = min(route.driver.options.qos, 1)
-                filters[topic] = max(filters.get(topic, 0), qos)
-        self.stats.subscriptions = sorted(filters)
+        self.stats.subscriptions = sorted(self._filters())
         where = f"{cfg.host}:{cfg.port}"
         stale = asyncio.create_task(self._watch())
         try:
-            await self._run(filters, backoff, where)
+            await self._run(backoff, where)
         finally:
             stale.cancel()
 
-    async def _run(self, filters: dict[str, int], backoff: Backoff, where: str) -> None:
+    async def _run(self, backoff: Backoff, where: str) -> None:
         cfg = self.config
         disconnected_at = time.monotonic()
         connected_at = 0.0
@@ -178,9 +259,16 @@ class MqttHub:
                 acks = self._acks = AckWindow(conn, self._spool(), self.window, self.stats)
                 try:
                     await self._open(conn)
+                    filters = self._filters()
+                    self.stats.subscriptions = sorted(filters)
                     granted = await conn.subscribe(list(filters.items()))
                     self._check_subscriptions(filters, granted)
                     await self._unsubscribe_unused(conn, filters)
+                    # From here on, devices added or removed change the subscriptions
+                    # of this connection (and what came meanwhile is caught up now).
+                    self._subscribed = dict(filters)
+                    self._conn = conn
+                    self._changed()
                     # Evidence of loss at the broker (mosquitto); other brokers may
                     # refuse or ignore it, which changes nothing else.
                     with contextlib.suppress(MqttError):
@@ -219,6 +307,10 @@ class MqttHub:
                     await conn.disconnect()
                     raise
                 finally:
+                    self._conn = None
+                    if self._resync is not None:
+                        self._resync.cancel()
+                        self._resync = None
                     acks.close()
                     self._acks = None
                     conn.abort()
@@ -320,13 +412,21 @@ class MqttHub:
                 "(and max_queued_bytes) on the broker, see docs/delivery.md",
             )
 
-    def _check_subscriptions(self, filters: dict[str, int], granted: list[int]) -> None:
-        """A refused filter makes its devices ``refused``, with the broker's reason."""
+    def _check_subscriptions(
+        self, filters: dict[str, int], granted: list[int], update: bool = False
+    ) -> None:
+        """A refused filter makes its devices ``refused``, with the broker's reason
+        (``update``: only ``filters`` were subscribed now; the others stay as they were)."""
         refused = {
             topic: reason_text(code, self.config.protocol == "5")
             for (topic, _), code in zip(filters.items(), granted, strict=True)
             if code >= 0x80
         }
+        if update:
+            refused = {
+                **{t: r for t, r in self.stats.refused.items() if t not in filters},
+                **refused,
+            }
         self.stats.refused = refused
         for route in self._routes:
             stats = route.entry.stats
@@ -381,14 +481,24 @@ class MqttHub:
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         self.stats.messages += 1
-        routes = self._cache.get(topic)
-        if routes is None:
-            routes = [r for r in self._routes if r.driver.topic_tags(topic) is not None]
+        cached = self._cache.get(topic)
+        if cached is None:
+            cached = (
+                [r for r in self._routes if r.driver.topic_tags(topic) is not None],
+                [listener for p, listener in self._listeners if p.match(topic) is not None],
+            )
             if len(self._cache) >= ROUTE_CACHE_SIZE:
                 self._cache.clear()
-            self._cache[topic] = routes
+            self._cache[topic] = cached
+        routes, listeners = cached
+        for listener in listeners:
+            try:
+                listener(topic, payload)
+            except Exception:  # a listener bug must not take the connection down
+                self._log.exception("message listener failed", topic=topic)
         if not routes:
-            self.stats.unrouted += 1
+            if not listeners:
+                self.stats.unrouted += 1
             return
         for route in routes:
             entry = route.entry
