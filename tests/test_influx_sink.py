@@ -266,6 +266,50 @@ async def test_gzip_setting(fake_influx: FakeInfluxServer, api: str, gzip: bool)
     assert ("Content-Encoding" in request.headers) is gzip
 
 
+@pytest.mark.parametrize(
+    ("api", "path", "query", "auth"),
+    [
+        ("v2", "/api/v2/write", {"org": "org", "bucket": "bucket", "precision": "ns"},
+         "Token s3cr3t-token"),
+        ("v1", "/write", {"db": "db1", "rp": "rp1", "precision": "ns"}, "Token s3cr3t-token"),
+        ("v3", "/api/v3/write_lp",
+         {"db": "db1", "precision": "nanosecond", "accept_partial": "true"},
+         "Bearer s3cr3t-token"),
+    ],
+)  # fmt: skip
+async def test_each_api_posts_its_request_with_the_token_in_a_header(
+    fake_influx: FakeInfluxServer, api: str, path: str, query: dict[str, str], auth: str
+) -> None:
+    settings = {"api": api, "database": "db1", "token": "s3cr3t-token"}
+    if api == "v1":
+        settings["retention_policy"] = "rp1"
+    async with started(_sink(fake_influx.url, **settings)) as sink:
+        assert (await sink.write(["m v=1 1", "m v=2 2"])).verdict is Verdict.OK
+    (request,) = fake_influx.write_requests()
+    assert (request.path, request.query) == (path, query)
+    assert request.headers["Authorization"] == auth
+    assert request.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert request.lines == ["m v=1 1", "m v=2 2"]
+
+
+async def test_v2_picks_up_a_fixed_token_file_after_a_401(
+    fake_influx: FakeInfluxServer, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token\n")
+    fake_influx.script([Answer(401, '{"code":"unauthorized","message":"unauthorized access"}')])
+    async with started(_sink(fake_influx.url, token=None, token_file=str(token_file))) as sink:
+        refused = await sink.write(["m v=1 1"])
+        token_file.write_text("new-token\n")
+        accepted = await sink.write(["m v=1 1"])
+    assert refused.verdict is Verdict.CONFIG
+    assert "401 unauthorized" in refused.reason
+    assert "old-token" not in refused.reason
+    assert accepted.verdict is Verdict.OK
+    sent = [r.headers["Authorization"] for r in fake_influx.write_requests()]
+    assert sent == ["Token old-token", "Token new-token"]
+
+
 def test_no_api_imports_influxdb_client() -> None:
     """The daemon's write path never loads influxdb-client (~14 MB of RSS), whatever api."""
     code = """
