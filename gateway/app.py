@@ -33,11 +33,14 @@ from gateway import __version__
 from gateway.config import DEFAULT_STATE_DIR, BrokerSection, Config, DeviceSpec
 from gateway.delivery.loop import DeliveryLoop
 from gateway.delivery.spool import Spool
+from gateway.discovery.registry import Discovery, place_discovered
+from gateway.discovery.store import DiscoveredStore
 from gateway.driver import MqttDriver, SerialDriver
 from gateway.mqtt.hub import MqttHub
 from gateway.pipeline.fieldtypes import FieldTypes
 from gateway.pipeline.intake import DeviceInput, Pipeline
 from gateway.pipeline.lineprotocol import encode
+from gateway.pipeline.normalize import NormalizeConfig
 from gateway.pipeline.timesource import TimeSource
 from gateway.pipeline.unitcatalog import UnitCatalog
 from gateway.serial.runner import run_serial_device
@@ -157,9 +160,47 @@ class Gateway:
         for spec in config.devices.values():
             if spec.section.enabled:
                 self._place_device(spec)
+        self.discovered_store = DiscoveredStore(config.state_dir)
+        """Discovery configs accepted (``discovered.json``), replayed at start."""
+        self.discovery: dict[str, Discovery] = {}
+        """Discovery per broker that has it on (docs/discovery.md)."""
+        for broker, section in config.brokers.items():
+            if section.discovery:
+                self._start_discovery(broker, section)
 
     def _make_hub(self, name: str, config: BrokerSection) -> MqttHub:
-        return MqttHub(name, config, state_dir=self.config.state_dir)
+        return MqttHub(name, config, state_dir=self.config.state_dir, spool=self.spool)
+
+    def _hub(self, broker: str) -> MqttHub:
+        if broker not in self.hubs:
+            self.hubs[broker] = self._make_hub(broker, self.config.brokers[broker])
+        return self.hubs[broker]
+
+    def _start_discovery(self, broker: str, section: BrokerSection) -> None:
+        """Route ``broker``'s discovery topics to a new :class:`Discovery` and bring back
+        the devices it found before (from the state directory)."""
+        hub = self._hub(broker)
+        found = Discovery(broker, section, self, self.discovered_store, self.config.devices)
+        for topic_filter in found.filters:
+            hub.add_listener(topic_filter, found.handle)
+        self.discovery[broker] = found
+        found.restore()
+
+    def add_discovered(self, name: str, driver: MqttDriver[Any], config: NormalizeConfig) -> None:
+        """Add (or replace, keeping its counters) a discovered device at run time."""
+        hub = self._hub(driver.options.broker)
+        place_discovered(self.pipeline, hub, name, driver, config, self._running)
+
+    def remove_discovered(self, name: str) -> None:
+        """Stop and forget a discovered device (what it read stays in the spool)."""
+        for hub in self.hubs.values():
+            hub.remove_device(name)
+        self.pipeline.remove_device(name)
+
+    @property
+    def discovered(self) -> dict[str, str]:
+        """Discovered device name → the broker it was found on."""
+        return {name: b for b, d in self.discovery.items() for name in d.devices}
 
     def _place_device(self, spec: DeviceSpec, entry: DeviceInput | None = None) -> None:
         """Wire one device into the pipeline and its serial runner or broker hub (not
@@ -251,6 +292,8 @@ class Gateway:
         ]
         await self.supervisor.stop(stopping, within=READERS_STOP_TIMEOUT_S)
         self.config = replace(self.config, brokers=brokers)
+        for discovery in self.discovery.values():
+            discovery.set_configured(specs)  # a newly configured name wins over a discovered one
         kept = {}
         for name in gone:
             self._serial.pop(name, None)
@@ -281,6 +324,13 @@ class Gateway:
             if name in self._serial:
                 self._start_serial(name)
         for broker in restart_brokers:
+            found = self.discovery.get(broker)
+            if found is not None:
+                # The new connection routes the discovery topics and the devices found.
+                hub = self._hub(broker)
+                for topic_filter in found.filters:
+                    hub.add_listener(topic_filter, found.handle)
+                found.replay_devices()
             if broker in self.hubs:
                 self._start_hub(self.hubs[broker])
 
@@ -377,6 +427,8 @@ class Gateway:
         sup.every("status", STATUS_INTERVAL_S, self._write_status_job)
         sup.every("field-types", FIELD_TYPES_INTERVAL_S, self._save_field_types)
         sup.every("units", FIELD_TYPES_INTERVAL_S, self._save_units)
+        if self.discovery:
+            sup.every("discovered", FIELD_TYPES_INTERVAL_S, self._save_discovered)
         # Also notices clock steps while no readings arrive (asks the kernel only when
         # clock_sync_check is on).
         sup.every("clock-check", CLOCK_CHECK_INTERVAL_S, self._check_clock)
@@ -437,6 +489,10 @@ class Gateway:
             await self._save_units()
         except Exception as err:
             log.warning("could not save the unit catalog", error=str(err))
+        try:
+            await self._save_discovered()
+        except Exception as err:
+            log.warning("could not save the discovered devices", error=str(err))
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.close()
@@ -490,6 +546,17 @@ class Gateway:
             await asyncio.to_thread(catalog.save_sync, data)
         except BaseException:
             catalog.changed = True  # try again at the next tick
+            raise
+
+    async def _save_discovered(self) -> None:
+        store = self.discovered_store
+        data = store.snapshot()
+        if data is None:
+            return
+        try:
+            await asyncio.to_thread(store.save_sync, data)
+        except BaseException:
+            store.changed = True  # try again at the next tick
             raise
 
     async def _watchdog(self) -> None:

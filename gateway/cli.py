@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("drivers", help="list built-in and plugin drivers with their options")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("name", nargs="?", help="show one driver in detail")
+    p.add_argument(
+        "-c",
+        "--config",
+        help="also list the devices discovered on this configuration's brokers (read from "
+        "its state directory; docs/discovery.md)",
+    )
     p.set_defaults(func=cmd_drivers)
 
     p = sub.add_parser(
@@ -303,14 +309,20 @@ def cmd_drivers(args: argparse.Namespace) -> int:
     if args.name and not chosen:
         print(cli_drivers.render_unknown(args.name, info), file=sys.stderr)
         return EXIT_ERROR
+    discovered = cli_drivers.discovered_devices(args.config) if args.config else None
     if args.json:
         problems = [{"name": p.name, "target": p.target, "error": p.error} for p in found.problems]
-        print(json.dumps({"drivers": chosen, "problems": problems}, indent=2))
+        doc: dict[str, Any] = {"drivers": chosen, "problems": problems}
+        if discovered is not None:
+            doc["discovered"] = discovered
+        print(json.dumps(doc, indent=2))
         return EXIT_OK
     if args.name:
         print(cli_drivers.render_one(chosen[0], cli_drivers.core_keys()))
     else:
         print(cli_drivers.render_list(info))
+        if discovered is not None:
+            print(cli_drivers.render_discovered(discovered))
     for p in found.problems:
         print(f"! driver {p.name!r} ({p.target}) failed to load: {p.error}", file=sys.stderr)
     return EXIT_OK

@@ -229,3 +229,36 @@ def _jsonable(value: Any) -> Any:
     except TypeError:
         return str(value)
     return value
+
+
+def discovered_devices(config_path: str) -> dict[str, dict[str, Any]]:
+    """Broker → device name → what discovery found (``discovered.json`` in the state
+    directory of the configuration at ``config_path``); empty when there is none."""
+    from gateway.config import load_config
+    from gateway.discovery.store import read_discovered
+
+    config = load_config(config_path)
+    devices: dict[str, dict[str, Any]] = read_discovered(config.state_dir)["devices"]
+    return devices
+
+
+def render_discovered(found: Mapping[str, Mapping[str, Any]], width: int = WIDTH) -> str:
+    """The ``Discovered devices`` section of ``drivers -c FILE``."""
+    lines = ["", "Discovered devices (docs/discovery.md):"]
+    if not any(found.values()):
+        lines.append("  none (is discovery on? brokers.<name>.discovery)")
+    for broker in sorted(found):
+        for name in sorted(found[broker]):
+            info = found[broker][name]
+            source = info.get("source", "?")
+            lines.append(_cut(f"  {name}  ({source} on broker {broker})", width))
+            fields = info.get("fields") or {}
+            if fields:
+                shown = ", ".join(f"{f} [{u}]" if u else f for f, u in fields.items())
+                lines.append(_cut(f"    fields: {shown}", width))
+            if info.get("sensors"):
+                lines.append(_cut(f"    sensors: {', '.join(info['sensors'])}", width))
+            topics = info.get("topics") or []
+            if topics:
+                lines.append(_cut(f"    topics: {', '.join(topics)}", width))
+    return "\n".join(lines)

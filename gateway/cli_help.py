@@ -23,11 +23,13 @@ HELP: dict[str, tuple[str, list[str]]] = {
     ),
     "drivers": (
         "List the installed drivers (built in and from packages); with NAME, its "
-        "options and the keys every device takes.",
+        "options and the keys every device takes; with -c, also the devices "
+        "discovered on the configuration's brokers.",
         [
             "sensor-gateway drivers",
             "sensor-gateway drivers line",
             "sensor-gateway drivers --json",
+            "sensor-gateway drivers -c gateway.toml   # and the devices discovered",
         ],
     ),
     "config": (

@@ -227,6 +227,15 @@ class BrokerSection(Options):
     inflight_window: int = Field(default=20, ge=2, le=65535)
     # Messages the broker queues for us while we are away (mosquitto max_queued_messages).
     broker_queue_limit: int = Field(default=1000, ge=0)
+    # Zero-config devices (docs/discovery.md): off unless listed.
+    discovery: list[Literal["homeassistant", "tasmota"]] = Field(default_factory=list)
+    discovery_prefix: str = Field(
+        default="homeassistant", pattern=r"^[^+#/\x00]([^+#\x00]*[^+#/\x00])?$"
+    )
+    discovery_exclude: list[str] = Field(default_factory=list)
+    # A hostile or broken publisher can announce thousands of devices; 200 is far more
+    # than a home or small site has on one broker, and bounds memory and subscriptions.
+    discovery_max_devices: int = Field(default=200, ge=1, le=10_000)
 
     _backoff_order = field_validator("reconnect_max")(_not_below("reconnect_initial"))
 

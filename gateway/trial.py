@@ -39,6 +39,8 @@ import structlog
 
 from gateway.config import BrokerSection, Config, default_client_id
 from gateway.delivery.spool import Spool
+from gateway.discovery.registry import Discovery, place_discovered
+from gateway.discovery.store import DiscoveredStore
 from gateway.driver import MqttDriver, SerialDriver
 from gateway.errors import DeviceUnavailable
 from gateway.mqtt.client import MqttConnection
@@ -46,6 +48,7 @@ from gateway.mqtt.clientid import ID_FILE
 from gateway.mqtt.hub import MqttHub
 from gateway.pipeline.fieldtypes import FieldTypes
 from gateway.pipeline.intake import DeviceInput, Pipeline
+from gateway.pipeline.normalize import NormalizeConfig
 from gateway.pipeline.reading import Reading
 from gateway.pipeline.timesource import TimeSource
 from gateway.pipeline.unitcatalog import UnitCatalog
@@ -234,6 +237,8 @@ class Trial:
         self.supervisor = Supervisor(on_fatal=lambda _reason: self._stop.set())
         for name in devices:
             self._place(name)
+        if set(devices) == {n for n, d in config.devices.items() if d.section.enabled}:
+            self._discover()  # not when -d picked some devices
 
     def _place(self, name: str) -> None:
         spec = self.config.devices[name]
@@ -242,14 +247,39 @@ class Trial:
         if isinstance(driver, SerialDriver):
             self._serial[name] = (driver, entry)
         elif isinstance(driver, MqttDriver):
-            broker = driver.options.broker
-            if broker not in self.hubs:
-                section = self.config.brokers[broker]
-                client_id = trial_client_id(section, self.config.state_dir)
-                self.client_ids[broker] = client_id
-                trial_section = section.model_copy(update={"client_id": client_id})
-                self.hubs[broker] = TrialHub(broker, trial_section, state_dir=None)
-            self.hubs[broker].add_device(driver, entry)
+            self._hub(driver.options.broker).add_device(driver, entry)
+
+    def _hub(self, broker: str) -> TrialHub:
+        if broker not in self.hubs:
+            section = self.config.brokers[broker]
+            client_id = trial_client_id(section, self.config.state_dir)
+            self.client_ids[broker] = client_id
+            trial_section = section.model_copy(update={"client_id": client_id})
+            self.hubs[broker] = TrialHub(broker, trial_section, state_dir=None)
+        return self.hubs[broker]
+
+    def _discover(self) -> None:
+        """Discovered devices too (docs/discovery.md): those the gateway kept in its
+        state directory and those announced during the trial; the file is not written."""
+        store = DiscoveredStore(self.config.state_dir)
+        for broker, section in self.config.brokers.items():
+            if section.discovery:
+                found = Discovery(broker, section, self, store, self.config.devices)
+                for topic_filter in found.filters:
+                    self._hub(broker).add_listener(topic_filter, found.handle)
+                found.restore()
+
+    def add_discovered(self, name: str, driver: MqttDriver[Any], config: NormalizeConfig) -> None:
+        """A discovered device joins the trial (see :class:`DeviceHost`)."""
+        place_discovered(
+            self.pipeline, self._hub(driver.options.broker), name, driver, config, True
+        )
+
+    def remove_discovered(self, name: str) -> None:
+        """A discovered device was removed (an empty config payload)."""
+        for hub in self.hubs.values():
+            hub.remove_device(name)
+        self.pipeline.remove_device(name)
 
     @property
     def entries(self) -> list[DeviceInput]:

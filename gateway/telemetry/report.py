@@ -70,6 +70,7 @@ def status_document(
     """
     spool = gw.spool
     now_mono = time.monotonic()
+    discovered = gw.discovered
     return {
         "version": __version__,
         "pid": os.getpid(),
@@ -93,6 +94,7 @@ def status_document(
                     if e.stats.last_reading_at
                     else None
                 ),
+                "discovered": name in discovered,
             }
             for name, e in list(gw.pipeline.devices.items())
         },
@@ -152,6 +154,7 @@ def status_document(
             "rejected": gw.reloads.rejected,
             "last_error": gw.reloads.last_error,
         },
+        "discovery": {broker: d.status() for broker, d in gw.discovery.items()},
     }
 
 
