@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.publish
 import pytest
-from gateway_proc import GatewayProcess
+from gateway_proc import GatewayProcess, to_toml
 from servers import HOST, Mosquitto, wait_until
 from stored_rows import stored_rows
 
@@ -328,3 +329,32 @@ async def test_run_test_tries_discovered_devices_and_writes_nothing(
     assert (f"{u}_bath", {"temperature": 18.5, "humidity": 56.3}) in events.readings
     assert ("attic", {"temperature": 4.5}) in events.readings
     assert (state / "discovered.json").read_bytes() == before  # the trial stores nothing
+
+
+def test_a_reload_that_restarts_the_broker_keeps_discovered_devices(
+    mosquitto: Mosquitto,
+    gateway_process: Callable[..., GatewayProcess],
+    unique_name: str,
+) -> None:
+    u = unique_name
+    prefix = f"{u}-ha"
+    cfg = config(mosquitto, u, discovery_prefix=prefix)
+    gw = gateway_process(cfg).start()
+    gw.wait_for_log("connected to MQTT broker")
+    announced = {"stat_t": f"{u}/shed", "dev_cla": "temperature", "unit_of_meas": "°C"}
+    msgs = [{"topic": f"{prefix}/sensor/shed/config", "payload": json.dumps(announced), "qos": 1}]
+    publish(mosquitto, msgs, f"pub-{u}")
+    wait_status(gw, lambda s: "shed" in s["devices"], "the discovered device")
+    publish(mosquitto, [{"topic": f"{u}/shed", "payload": "3.5", "qos": 1}], f"pub-{u}")
+    wait_rows(gw, has("shed", "temperature", 3.5), "a reading before the reload")
+    cfg["brokers"]["default"]["keepalive"] = 30  # the broker's connection is restarted
+    cfg["gateway"] = gw.config["gateway"]
+    gw.config_path.write_text(to_toml(cfg))
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.wait_for_log("configuration reloaded")
+    gw.wait_for_log("connected to MQTT broker", occurrence=2)
+    publish(mosquitto, [{"topic": f"{u}/shed", "payload": "4.5", "qos": 1}], f"pub-{u}")
+    wait_rows(gw, has("shed", "temperature", 4.5), "a reading after the reload")
+    wait_status(gw, lambda s: s["devices"]["shed"]["readings"] == 2, "its counters kept")
+    assert gw.stop() == 0, gw.log_tail()

@@ -80,8 +80,9 @@ def place_discovered(
 ) -> None:
     """:meth:`DeviceHost.add_discovered` for a pipeline and a hub: a device already there
     is replaced and keeps its counters; a new one on a ``running`` hub is running."""
-    old = hub.remove_device(name)
-    pipeline.remove_device(name)
+    routed = hub.remove_device(name)
+    # The old entry may be in the pipeline only (its hub was rebuilt by a reload).
+    old = pipeline.remove_device(name) or routed
     entry = pipeline.device(name, config, driver.units)
     if old is not None:
         entry.stats = old.stats
