@@ -253,12 +253,19 @@ def render_discovered(found: Mapping[str, Mapping[str, Any]], width: int = WIDTH
             source = info.get("source", "?")
             lines.append(_cut(f"  {name}  ({source} on broker {broker})", width))
             fields = info.get("fields") or {}
-            if fields:
-                shown = ", ".join(f"{f} [{u}]" if u else f for f, u in fields.items())
-                lines.append(_cut(f"    fields: {shown}", width))
-            if info.get("sensors"):
-                lines.append(_cut(f"    sensors: {', '.join(info['sensors'])}", width))
-            topics = info.get("topics") or []
-            if topics:
-                lines.append(_cut(f"    topics: {', '.join(topics)}", width))
+            parts = {
+                "fields": [f"{f}\u00a0[{u}]" if u else f for f, u in fields.items()],
+                "sensors": info.get("sensors") or [],
+                "topics": info.get("topics") or [],
+            }
+            for label, items in parts.items():
+                if items:
+                    text = ", ".join(str(i) for i in items)
+                    lines += textwrap.wrap(
+                        text,
+                        width,
+                        initial_indent=f"    {label}: ",
+                        subsequent_indent=" " * (len(label) + 6),
+                        break_on_hyphens=False,
+                    )
     return "\n".join(lines)

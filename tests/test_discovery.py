@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from devices.esphome import EsphomeDriver, EsphomeOptions
+from gateway.cli_drivers import render_discovered
 from gateway.config import BrokerSection
 from gateway.discovery.driver import DiscoveredDriver
 from gateway.discovery.homeassistant import DiscoveryError, Parsed, Removed, parse_config
@@ -307,3 +308,17 @@ def test_a_newly_configured_name_wins_over_a_discovered_device() -> None:
     assert d.stats.overridden == 2
     feed(d, "tasmota")  # announced again: still the configured device's name
     assert host.devices == {}
+
+
+def test_drivers_lists_the_discovered_devices_in_80_columns(tmp_path: Path) -> None:
+    store = DiscoveredStore(tmp_path)
+    feed(discovery(Host(), store), "esphome", "zigbee2mqtt", "tasmota")
+    data = store.snapshot()
+    assert data is not None
+    store.save_sync(data)
+    text = render_discovered(read_discovered(tmp_path)["devices"])
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "  living_room_sensor  (homeassistant on broker default)" in text
+    assert "voltage_mv\u00a0[mV]" in text  # a field and its unit are never split
+    assert "    sensors: AM2301" in text
+    assert "greenhouse/binary_sensor/door/state" in text
