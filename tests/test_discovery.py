@@ -322,3 +322,17 @@ def test_drivers_lists_the_discovered_devices_in_80_columns(tmp_path: Path) -> N
     assert "voltage_mv\u00a0[mV]" in text  # a field and its unit are never split
     assert "    sensors: AM2301" in text
     assert "greenhouse/binary_sensor/door/state" in text
+
+
+def test_a_config_that_moves_its_entity_to_a_new_identifier_keeps_the_device() -> None:
+    host = Host()
+    d = discovery(host)
+    topic = "homeassistant/sensor/porch/t/config"
+    d.handle(topic, b'{"stat_t": "porch/t", "dev": {"ids": "old-id", "name": "Porch"}}')
+    d.handle(topic, b'{"stat_t": "porch/t2", "dev": {"ids": "new-id", "name": "Porch"}}')
+    assert driver_of(host, "porch").options.topics == ["porch/t2"]
+    assert host.calls == [("add", "porch"), ("add", "porch")]  # replaced, never removed
+    assert d.stats.refused == {}
+    d.handle(topic, b"")
+    assert host.calls[-1] == ("remove", "porch")
+    assert (d.stats.devices, d.stats.removed) == (0, 1)

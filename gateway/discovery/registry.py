@@ -281,6 +281,14 @@ class Discovery:
             if group is not None:
                 group.plans.pop(key, None)
                 touched[old.group] = None
+        # A device left without entities frees its name now: the new config may give
+        # the same device under another identifier.
+        emptied = []
+        for gid in touched:
+            group = self._groups.get(gid)
+            if group is not None and not group.plans and group.tasmota is None:
+                self._drop_group(group)
+                emptied.append(group)
         accepted = [e.key for e in entities if self._accept(e)]
         for key in accepted:
             touched[self._entities[key].group] = None
@@ -288,6 +296,9 @@ class Discovery:
             self._by_topic[topic] = accepted
         for gid in touched:
             self._sync(gid)
+        for group in emptied:
+            if group.name not in self._names:
+                self._gone(group)
         return bool(accepted)
 
     def _accept(self, entity: Entity) -> bool:
@@ -405,10 +416,7 @@ class Discovery:
             return
         if not group.plans and group.tasmota is None:
             self._drop_group(group)
-            self.host.remove_discovered(group.name)
-            self.store.put_device(self.broker, group.name, None)
-            self.stats.removed += 1
-            self._log.info("discovered device removed", device=group.name)
+            self._gone(group)
             return
         driver, config = self._build(group)
         known = group.name in self.store.devices.get(self.broker, {})
@@ -424,6 +432,12 @@ class Discovery:
             fields=info["fields"],
             topics=driver.options.topics,
         )
+
+    def _gone(self, group: _Group) -> None:
+        self.host.remove_discovered(group.name)
+        self.store.put_device(self.broker, group.name, None)
+        self.stats.removed += 1
+        self._log.info("discovered device removed", device=group.name)
 
     def _build(self, group: _Group) -> tuple[MqttDriver[Any], NormalizeConfig]:
         if group.tasmota is not None:
