@@ -11,6 +11,7 @@ the floor the gateway's per-reading cost is a ratio of.
 
     python bench/serial_fleet.py                  # stream-50, polled-50, stream-200
     python bench/serial_fleet.py --only polled-50 --seconds 30
+    python bench/serial_fleet.py --devices 200    # stream-200 alone (--mode polled: polled-200)
 """
 
 from __future__ import annotations
@@ -243,6 +244,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per run")
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append")
     parser.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="run one scenario with N devices instead (stream unless --mode polled)",
+    )
+    parser.add_argument("--mode", choices=["stream", "polled"], default="stream")
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="also run stream-50 without the local store, and with a driver that parses nothing",
@@ -255,6 +263,11 @@ def main() -> None:
     args = parser.parse_args()
     quiet = wait_quiet(patience=30)
     results: dict[str, Any] = {}
+    if args.devices is not None:
+        if args.devices < 1:
+            parser.error("--devices must be at least 1")
+        SCENARIOS[f"{args.mode}-{args.devices}"] = (args.mode, args.devices)
+        args.only = [f"{args.mode}-{args.devices}"]
     for name in args.only or list(SCENARIOS):
         mode, n = SCENARIOS[name]
         base = floor(mode, n, args.seconds)
