@@ -628,3 +628,51 @@ async def test_a_hold_covers_only_series_tagged_unsynced_and_only_its_time_range
         assert await store.expire() == 3
     finally:
         await store.close()
+
+
+async def test_lines_of_a_known_series_are_stored_as_parsing_them_whole_would(
+    tmp_path: Path,
+) -> None:
+    # The store parses only the fields and time of a plain line whose series it has seen;
+    # the same lines written to a store that parses every line whole give the same rows
+    # and the same rejections.
+    warm = [f"m,device=d{i} a=1i,b=1.5,c=true {T0 + i}" for i in range(3)]
+    batch = [
+        f"m,device=d0 a=2i,b=2.5,c=false {T0 + S}",
+        f"m,device=d1 a=3i,b=-0.5e3,c=T {T0 + S}",
+        f'm,device=d2 a=4i,b=7,c=f,s="x y" {T0 + S}',  # a string: not plain
+        f"m,device=d0 a=5u {T0 + 2 * S}",
+        f"m,device=d0 a=1.5 {T0 + 3 * S}",  # a is an integer: a conflict
+        f"m,device=d1 a=1.2.3 {T0 + 3 * S}",  # not a number
+        f"m,device=d1 a=9i,a=8i {T0 + 4 * S}",  # a field twice
+        f"m,device=d2 a=6i -{T0}",  # a negative time: the general parser's
+        f"m,device=d2 a=6i {T0 + 5 * S} 7",  # text after the time
+        f"m,device=d2 b=nan {T0 + 5 * S}",
+        f"m,device=d0 a=7i {T0 + 6 * S}\n",  # a line break: not plain
+    ]
+    outcomes: list[list[str]] = []
+    for name in ("cached", "whole"):
+        store = LocalStore(tmp_path / f"{name}.db", retention=None)
+        await store.open()
+        assert (await store.write(warm)).rejected == []
+        if name == "cached":
+            result = await store.write(batch)
+            assert len(store._series_keys) == 3  # the warm-up's series, known by their key
+            reasons = dict(result.rejected)
+            outcomes.append([reasons.get(i, "stored") for i in range(len(batch))])
+        else:
+            outcome = []
+            for line in batch:
+                store._series_keys.clear()  # parsed whole, as before the series cache
+                result = await store.write([line])
+                outcome.append(result.rejected[0][1] if result.rejected else "stored")
+            outcomes.append(outcome)
+        await store.close()
+    assert outcomes[0] == outcomes[1]
+    assert [i for i, o in enumerate(outcomes[0]) if o == "stored"] == [0, 1, 2, 3, 7, 10]
+    stored = [
+        [(r.device, r.field, r.time_ns, r.value) for r in rows(tmp_path / f"{name}.db")]
+        for name in ("cached", "whole")
+    ]
+    assert stored[0] == stored[1]
+    assert len(stored[0]) == 9 + 3 + 3 + 4 + 1 + 1 + 1

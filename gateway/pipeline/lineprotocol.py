@@ -59,6 +59,7 @@ __all__ = [
     "encode_many",
     "parse",
     "series_key",
+    "split_plain",
 ]
 
 MAX_STRING_BYTES = 64 * 1024
@@ -402,6 +403,14 @@ def _parse_plain(line: str) -> Reading | None:
         if not tag or not value or "=" in value or tag in tags:
             return None
         tags[tag] = value
+    plain = _plain_fields(field_text, stamp)
+    if plain is None:
+        return None
+    return Reading(measurement, tags, plain[0], plain[1])
+
+
+def _plain_fields(field_text: str, stamp: str) -> tuple[dict[str, FieldValue], int] | None:
+    """The fields and timestamp of a plain line; ``None`` if in doubt."""
     fields: dict[str, FieldValue] = {}
     for pair in field_text.split(","):
         name, _, token = pair.partition("=")
@@ -416,7 +425,25 @@ def _parse_plain(line: str) -> Reading | None:
     time_ns = int(stamp)
     if time_ns > MAX_TIME_NS:
         return None
-    return Reading(measurement, tags, fields, time_ns)
+    return fields, time_ns
+
+
+def split_plain(line: str) -> tuple[str, dict[str, FieldValue], int] | None:
+    """``(series key, fields, time)`` of a line without escapes, quotes or control
+    characters, the fields and time parsed as :func:`parse` does; ``None`` if in doubt.
+
+    The series key (``measurement[,tags]``) is returned unparsed: a caller that has seen
+    it parsed before (by :func:`parse`, in an earlier line) skips parsing it again.
+    """
+    if "\\" in line or '"' in line or not line.isprintable():
+        return None
+    sections = line.split(" ")
+    if len(sections) != 3:
+        return None
+    plain = _plain_fields(sections[1], sections[2])
+    if plain is None:
+        return None
+    return sections[0], plain[0], plain[1]
 
 
 def _fail(message: str, index: int) -> LineProtocolError:

@@ -74,7 +74,7 @@ import structlog
 from gateway.config import DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL_S, Config
 from gateway.errors import SinkUnavailable
 from gateway.pipeline.clock import UNSYNCED_TAG
-from gateway.pipeline.lineprotocol import LineProtocolError, parse
+from gateway.pipeline.lineprotocol import LineProtocolError, parse, split_plain
 from gateway.pipeline.reading import FieldValue
 from gateway.pipeline.timesource import TimeSource
 from gateway.sinks.base import Outcome, Sink, Verdict
@@ -248,6 +248,8 @@ class LocalStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-store")
         self._db: sqlite3.Connection | None = None
         self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        self._series_keys: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
+        """A line's series key (``measurement[,tags]``, as written) → its ``_cache`` key."""
         self._holding = False
         """Holds exist (as of the last retention pass): deletions must respect them."""
         self._paused = False
@@ -432,25 +434,41 @@ class LocalStore:
         rejected: list[tuple[int, str]] = []
         held_times: list[int] = []
         cache = self._cache
+        series_keys = self._series_keys
         db.execute("BEGIN IMMEDIATE")
         try:
             for index, line in enumerate(lines):
-                try:
-                    reading = parse(line)
-                except LineProtocolError as err:
-                    rejected.append((index, str(err)))
-                    continue
-                measurement, tags, time_ns = reading.measurement, reading.tags, reading.time_ns
-                key = (measurement, tuple(tags.items()))
-                series = cache.get(key)
-                if series is None:
-                    series = self._series_sync(db, measurement, tags)
-                    if len(cache) >= MAX_CACHED_SERIES:
-                        del cache[next(iter(cache))]
-                    cache[key] = series
+                # A plain line of a series seen before: only its fields and time are
+                # parsed (they come out exactly as parse() gives them); else all of it.
+                plain = split_plain(line)
+                key = series_keys.get(plain[0]) if plain is not None else None
+                series = cache.get(key) if key is not None else None
+                if plain is not None and key is not None and series is not None:
+                    measurement = key[0]
+                    fields: Mapping[str, FieldValue] = plain[1]
+                    time_ns = plain[2]
+                else:
+                    try:
+                        reading = parse(line)
+                    except LineProtocolError as err:
+                        rejected.append((index, str(err)))
+                        continue
+                    measurement, tags, time_ns = reading.measurement, reading.tags, reading.time_ns
+                    fields = reading.fields
+                    key = (measurement, tuple(tags.items()))
+                    series = cache.get(key)
+                    if series is None:
+                        series = self._series_sync(db, measurement, tags)
+                        if len(cache) >= MAX_CACHED_SERIES:
+                            del cache[next(iter(cache))]
+                        cache[key] = series
+                    if plain is not None:
+                        if len(series_keys) >= MAX_CACHED_SERIES:
+                            series_keys.clear()
+                        series_keys[plain[0]] = key
                 known = series.fields
                 start = len(rows)
-                for name, value in reading.fields.items():
+                for name, value in fields.items():
                     kind = field_type(value)
                     entry = known.get(name)
                     if entry is None:
