@@ -281,3 +281,25 @@ def test_endless_bytes_without_a_delimiter_keep_memory_bounded(make: object) -> 
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024, f"framer held {peak} bytes"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(
+        st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=8
+    ),
+    crlf=st.booleans(),
+)
+def test_line_framer_gives_the_same_frames_a_line_at_a_time_and_a_byte_at_a_time(
+    lines: list[bytes], crlf: bool
+) -> None:
+    # A whole line per read takes a shortcut past the buffer; over-long lines (max 8
+    # bytes here) must be counted and dropped alike, CRs before the end stripped alike.
+    end = b"\r\n" if crlf else b"\n"
+    whole, bytewise = LineFramer(max_bytes=8), LineFramer(max_bytes=8)
+    by_line = [f for line in lines for f in whole.feed(line + end)]
+    stream = b"".join(line + end for line in lines)
+    by_byte = [f for i in range(len(stream)) for f in bytewise.feed(stream[i : i + 1])]
+    assert by_line == by_byte
+    assert whole.overflows == bytewise.overflows
+    assert by_line == [line.rstrip(b"\r") for line in lines if len(line + end) - 1 <= 8]

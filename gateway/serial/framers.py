@@ -99,6 +99,15 @@ class LineFramer(Framer):
         self._discarding = False
 
     def feed(self, data: bytes) -> list[bytes]:
+        term = self._term
+        if not self._buf and not self._discarding and data.endswith(term):
+            # The common case, one whole line per read: no copy through the buffer.
+            end = data.find(term)
+            if end == len(data) - len(term):
+                if end > self.max_bytes:
+                    self.overflows += 1
+                    return []
+                return [data[:end].rstrip(b"\r")]
         self._buf += data
         frames: list[bytes] = []
         while (end := self._buf.find(self._term)) >= 0:
