@@ -1,10 +1,11 @@
 """The running gateway: wires config into spool, sinks, hubs and devices, and runs them.
 
 Every long-lived part is a service of the :class:`~gateway.supervisor.Supervisor`: one per
-serial device, per MQTT broker, per sink, the spool's group commit; housekeeping is a few
-periodic jobs (status file, field-type pins, clock check, self-metrics). A failing part
-is logged, counted and retried; it never stops the others. Only a spool that cannot take
-readings at all stops the gateway, through the same graceful path as SIGTERM.
+serial device, per MQTT broker, per sink, the spool's group commit, the status socket;
+housekeeping is a few periodic jobs (status file, field-type pins, clock check,
+self-metrics). A failing part is logged, counted and retried; it never stops the others.
+Only a spool that cannot take readings at all stops the gateway, through the same
+graceful path as SIGTERM.
 
 Shutdown (SIGTERM/SIGINT): stop the readers (bounded), commit what they produced, give
 the sinks ``shutdown_grace`` seconds to deliver, leave the rest in the spool, exit. A
@@ -49,13 +50,18 @@ from gateway.service.http import HttpEndpoint, parse_listen
 from gateway.service.lock import StateDirLock
 from gateway.service.notify import Notifier
 from gateway.service.reload import ReloadStats, broker_of, reload_gateway
-from gateway.service.rundir import status_path
+from gateway.service.rundir import socket_path, status_path
 from gateway.service.statedir import user_state_dir
+from gateway.service.statusd import StatusServer
 from gateway.sinks.base import Sink
 from gateway.supervisor import Supervisor
 from gateway.telemetry.report import (
+    DeviceRates,
+    LastReadings,
     LossEstimate,
+    OldestAge,
     ReadingRate,
+    live_document,
     self_metric_readings,
     status_document,
     status_line,
@@ -142,9 +148,17 @@ class Gateway:
         self.hubs: dict[str, MqttHub] = {}
         self.supervisor = Supervisor(on_fatal=self._fatal)
         self.loss = LossEstimate()
+        self.rates = DeviceRates()
+        self.oldest = OldestAge()
+        self.last_readings = LastReadings()
+        self.pipeline.taps.append(self.last_readings.note)
         self.started_at = time.time()
         self.host = socket.gethostname()
         self.status_path = status_path(config.state_dir)
+        self.status_server = StatusServer(
+            socket_path(config.state_dir), lambda: live_document(self), config.gateway.status_group
+        )
+        """``sensor-gateway status`` asks this (see :mod:`gateway.service.statusd`)."""
         self.fatal_reason: str | None = None
         """Why the gateway stopped by itself (the spool became unusable), else None."""
         self.reloads = ReloadStats()
@@ -392,7 +406,13 @@ class Gateway:
                 f"and {DEFAULT_STATE_DIR} is not writable by this user",
                 state_dir=str(self.config.state_dir),
             )
-        self._lock.acquire({"status": str(self.status_path), "version": __version__})
+        self._lock.acquire(
+            {
+                "status": str(self.status_path),
+                "socket": str(self.status_server.path),
+                "version": __version__,
+            }
+        )
         try:
             await self.spool.open()
             try:
@@ -425,6 +445,7 @@ class Gateway:
         for loop in self.loops:
             sup.service(f"sink-{loop.sink.name}", loop.run)
         sup.every("status", STATUS_INTERVAL_S, self._write_status_job)
+        sup.service("status-socket", self.status_server.run)
         sup.every("field-types", FIELD_TYPES_INTERVAL_S, self._save_field_types)
         sup.every("units", FIELD_TYPES_INTERVAL_S, self._save_units)
         if self.discovery:
@@ -496,10 +517,14 @@ class Gateway:
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.close()
+        oldest = None
+        with contextlib.suppress(Exception):
+            await self.spool.commit()  # the last self-metrics, so the figures below count them
+            oldest = await self.spool.oldest_age()  # what `status` shows until the next start
         left = {loop.sink.name: self.spool.behind(loop.sink.name) for loop in self.loops}
         await self.spool.close()
         with contextlib.suppress(Exception):
-            data = json.dumps(status_document(self, running=False), indent=1).encode()
+            data = json.dumps(status_document(self, False, oldest), indent=1).encode()
             await asyncio.to_thread(_write_atomic, self.status_path, data)
         log.info("gateway stopped", left_in_spool=left)
 
@@ -521,8 +546,13 @@ class Gateway:
     # --- periodic jobs --------------------------------------------------------------
 
     async def _write_status_job(self) -> None:
-        self.loss.sample(self.spool, time.monotonic())
+        now = time.monotonic()
+        readings = sum(e.stats.readings for e in self.pipeline.devices.values())
+        self.loss.sample(self.spool, now, readings)
+        self.rates.sample(self, now)
+        self.last_readings.keep(self.pipeline.devices)
         oldest = await self.spool.oldest_age()
+        self.oldest.measured(oldest, time.monotonic())
         # Built and serialized on the loop (the counters change only here); written off it.
         data = json.dumps(status_document(self, True, oldest), indent=1).encode()
         await asyncio.to_thread(_write_atomic, self.status_path, data)
@@ -574,6 +604,11 @@ class Gateway:
             self.spool.add(encode(reading))
 
     # --- for tests and tools ----------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """Shutting down: readers stopped or stopping, sinks delivering what they can."""
+        return self._stop.is_set()
 
     def status(self, running: bool = True, oldest_age: float | None = None) -> dict[str, Any]:
         """A snapshot of every counter, as written to the status file."""

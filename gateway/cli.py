@@ -98,6 +98,29 @@ def _parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="one level more (-vv: libraries too)"
     )
     p.add_argument("-q", "--quiet", action="count", default=0, help="one level less")
+    p.add_argument(
+        "--test",
+        action="store_true",
+        help="try the devices: print each reading (and its line protocol) and each "
+        "rejection, store nothing; runs beside a running gateway",
+    )
+    p.add_argument(
+        "-d",
+        "--device",
+        action="append",
+        dest="devices",
+        metavar="DEVICE",
+        help="with --test: only this device (repeatable; default: the enabled ones)",
+    )
+    p.add_argument(
+        "--duration", metavar="DUR", help='with --test: stop after this long (default "30s")'
+    )
+    p.add_argument(
+        "-o",
+        "--format",
+        choices=["table", "json"],
+        help="with --test: table (default), or json: one object per line",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a configuration and list every mistake")
@@ -120,6 +143,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_ports)
+
+    from gateway import cli_capture
+
+    cli_capture.add_parser(sub)
 
     p = sub.add_parser("config", help="print a commented starting configuration")
     p.add_argument(
@@ -183,12 +210,26 @@ def _parser() -> argparse.ArgumentParser:
         choices=["mean", "min", "max", "last", "count", "sum"],
         help="the aggregate per --every window (default: mean)",
     )
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help="draw a chart in the terminal instead (needs: pip install 'sensor-gateway[plot]')",
+    )
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("status", help="show what the running gateway is doing")
     config_arg(p)
     p.add_argument("--demo", action="store_true", help="status of the demo")
-    p.add_argument("--json", action="store_true", help="print the raw status document")
+    p.add_argument(
+        "-o",
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table (default), or json: the status document",
+    )
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("dead-letter", help="list or export points a server refused for good")
@@ -255,6 +296,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.config import load_config
     from gateway.logging import configure, level_from_flags
 
+    if args.test:
+        return cmd_run_test(args)
+    if args.devices or args.duration is not None or args.format is not None:
+        print("sensor-gateway: -d, --duration and -o go with run --test", file=sys.stderr)
+        return EXIT_CONFIG
     config = load_config(args.config)
     level, libraries = level_from_flags(
         config.gateway.log_level, args.log_level, args.verbose, args.quiet
@@ -264,6 +310,60 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     log_warnings(config)
     return run_gateway(config)
+
+
+def cmd_run_test(args: argparse.Namespace) -> int:
+    """``run --test``: the devices run as in the gateway for a while; nothing is stored."""
+    from gateway.config import load_config
+    from gateway.logging import configure, level_from_flags
+    from gateway.options import parse_duration
+    from gateway.trial import DEFAULT_DURATION_S, TrialEvents, run_trial
+    from gateway.trial_output import JsonOutput, TableOutput
+
+    try:
+        duration = parse_duration(_number_or_text(args.duration or DEFAULT_DURATION_S))
+    except ValueError as err:
+        print(f"sensor-gateway: --duration: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if duration <= 0:
+        print("sensor-gateway: --duration: must be greater than 0", file=sys.stderr)
+        return EXIT_CONFIG
+    # Nothing is written, so the state directory need not be writable by this user.
+    config = load_config(args.config, check_access=False)
+    names = [n for n, d in config.devices.items() if d.section.enabled]
+    if args.devices:
+        unknown = [n for n in args.devices if n not in config.devices]
+        if unknown:
+            listed = ", ".join(
+                n + ("" if d.section.enabled else " (disabled)") for n, d in config.devices.items()
+            )
+            print(
+                f"sensor-gateway: no device named {', '.join(map(repr, unknown))} in "
+                f"{args.config}; configured: {listed or 'none'}",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        names = list(dict.fromkeys(args.devices))  # a disabled device may be tried too
+    if not names:
+        print(f"sensor-gateway: no enabled device in {args.config} to try", file=sys.stderr)
+        return EXIT_CONFIG
+    # The rejections are printed on stdout; the log (stderr) says only errors unless -v.
+    level, libraries = level_from_flags("error", args.log_level, args.verbose, args.quiet)
+    configure(level, config.gateway.log_format, libraries=libraries)
+    events: TrialEvents
+    if args.format == "json":
+        events = JsonOutput(sys.stdout, sys.stderr)
+    else:
+        events = TableOutput(sys.stdout, sys.stderr, names)
+    run_trial(config, names, duration, events)
+    return EXIT_OK
+
+
+def _number_or_text(value: str | float) -> str | float:
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def run_gateway(config: Any, ready: Any = None) -> int:
@@ -361,33 +461,20 @@ def cmd_query(args: argparse.Namespace) -> int:
     return command.main(args, DEMO_DIR / "readings.db")
 
 
-def _status_path(args: argparse.Namespace) -> Path:
-    from gateway.service.rundir import find_status
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.telemetry import status
 
     if args.demo:
-        return find_status(DEMO_DIR)
-    from gateway.config import load_config
+        return status.main(DEMO_DIR, args.format)
+    refused = status.unreadable_config(Path(args.config))
+    if refused:
+        print(f"sensor-gateway: {refused}", file=sys.stderr)
+        return EXIT_CONFIG
+    from gateway.config import load_gateway_section
 
-    return find_status(load_config(args.config, check_access=False).state_dir)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from gateway.telemetry.status import render_status
-
-    path = _status_path(args)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        print(
-            f"sensor-gateway: no status at {path} — has the gateway run with this config?",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(render_status(doc))
-    return EXIT_OK if doc.get("running") else EXIT_ERROR
+    # Only [gateway]: the rest may name what only the service sees (its credentials).
+    section = load_gateway_section(args.config)
+    return status.main(status.state_dir_of(section), args.format)
 
 
 def cmd_dead_letter(args: argparse.Namespace) -> int:

@@ -9,11 +9,17 @@ import argparse
 # command: (description, examples)
 HELP: dict[str, tuple[str, list[str]]] = {
     "run": (
-        "Run the gateway until SIGTERM or Ctrl-C. Logs go to stderr.",
+        "Run the gateway until SIGTERM or Ctrl-C. Logs go to stderr. With --test, run "
+        "the devices for a while (30 s) and print each reading as a row and as the line "
+        "protocol it would write, and each rejection with its reason; nothing is stored, "
+        "and it can run beside the running gateway.",
         [
             "sensor-gateway run -c /etc/sensor-gateway/gateway.toml",
             "sensor-gateway run -c gateway.toml -v       # debug lines",
             "sensor-gateway run -c gateway.toml -vv      # ... and the MQTT client's",
+            "sensor-gateway run -c gateway.toml --test   # try the devices, store nothing",
+            "sensor-gateway run -c gateway.toml --test -d boiler --duration 2m",
+            "sensor-gateway run -c gateway.toml --test -o json | jq -c 'select(.rejection)'",
         ],
     ),
     "check-config": (
@@ -48,13 +54,19 @@ HELP: dict[str, tuple[str, list[str]]] = {
             "sensor-gateway query -c gateway.toml -d boiler --since -1h",
             "sensor-gateway query -c gateway.toml --latest -o csv",
             "sensor-gateway query -c gateway.toml --since -1d --every 1h --agg max",
+            "sensor-gateway query -c gateway.toml -f temperature --since -6h --plot",
             "sensor-gateway query -c gateway.toml --source local --list",
         ],
     ),
     "status": (
-        "Show what the running gateway is doing: devices, brokers, sinks, spool. "
-        "Exit 1 when it is not running.",
-        ["sensor-gateway status -c gateway.toml", "sensor-gateway status --demo"],
+        "Ask the running gateway what it is doing, over its status socket: devices, "
+        "brokers, sinks, spool. Members of gateway.status_group need no sudo. When it "
+        "is not running, say so with the last known spool figures and exit 1.",
+        [
+            "sensor-gateway status -c gateway.toml",
+            "sensor-gateway status -c gateway.toml --format json",
+            "sensor-gateway status --demo",
+        ],
     ),
     "dead-letter": (
         "List or export the points a server refused for good (kept in the spool).",
@@ -81,6 +93,16 @@ HELP: dict[str, tuple[str, list[str]]] = {
     "ports": (
         "List the serial ports plugged in, each with the port value to paste into a device table.",
         ["sensor-gateway ports", "sensor-gateway ports --json"],
+    ),
+    "capture": (
+        "Record what a serial device sends, with its timing, into a capture file "
+        "that the driver test kit replays (docs/writing-a-driver.md). The port is "
+        "opened as the gateway opens it: stop the gateway's device first.",
+        [
+            "sensor-gateway capture /dev/ttyUSB0 -o dsmr.cap --baud 115200 --duration 30s",
+            "sensor-gateway capture usb:1a86:7523 -o p1.cap --baud 9600 --framing 7E1",
+            "sensor-gateway capture /dev/ttyAMA0 -o co2.cap --request 'ff0186000000000079'",
+        ],
     ),
 }
 

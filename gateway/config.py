@@ -96,6 +96,24 @@ class GatewaySection(Options):
     """``host:port`` of the optional /healthz and /metrics endpoint (off when unset)."""
     health_sink_failing: Duration = 300.0
     """/healthz answers 503 once a sink has been failing this long."""
+    status_group: str | None = None
+    """Group given the status socket, so its members run ``status`` without sudo (unset:
+    the gateway's own group)."""
+
+    @field_validator("status_group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        if value is not None:
+            import grp
+
+            try:
+                grp.getgrnam(value)
+            except KeyError:
+                raise ValueError(
+                    f'no group "{value}" on this system; create it (groupadd {value}) or '
+                    "leave status_group unset for the gateway's own group"
+                ) from None
+        return value
 
     @field_validator("http_listen")
     @classmethod
@@ -372,6 +390,44 @@ def load_config(
     return config_from_dict(
         merged, drivers=drivers, env=env, sources=tuple(sources), check_access=check_access
     )
+
+
+def load_gateway_section(path: str | Path, env: Mapping[str, str] | None = None) -> GatewaySection:
+    """Only ``[gateway]`` of the configuration at ``path`` (``conf.d/*.toml`` merged).
+
+    For commands that talk to a running gateway (``status``): the rest is the gateway's
+    business, and may name what only the service sees (``${CREDENTIALS_DIRECTORY}``).
+
+    Raises:
+        ConfigError: a file cannot be read or parsed, or ``[gateway]`` has errors.
+    """
+    main = Path(path)
+    sources = [main]
+    dropin_dir = main.parent / "conf.d"
+    if dropin_dir.is_dir():
+        sources += sorted(dropin_dir.glob("*.toml"))
+    problems: list[tuple[str, str]] = []
+    merged: dict[str, Any] = {}
+    for source in sources:
+        data = _read_toml(source, problems)
+        if data is not None:
+            _merge(merged, data)
+    used = _EnvUsed()
+    raw = _interpolate(
+        {"gateway": merged.get("gateway", {})},
+        os.environ if env is None else env,
+        "",
+        problems,
+        used,
+    )
+    top = None
+    try:
+        top = _TopLevel.model_validate(raw)
+    except ValidationError as err:
+        problems += _pydantic_problems(err, "", _TopLevel, used.templates)
+    if problems or top is None:
+        raise ConfigError([(p, used.scrub(m)) for p, m in problems], source=str(main))
+    return top.gateway
 
 
 def config_from_dict(

@@ -446,23 +446,30 @@ def test_query_without_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_status_after_a_run(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not running: said plainly, with only the spool figures of the last status."""
     code, out, _ = run(["status", "-c", str(store.config)], capsys)
     assert code == 1  # not running
-    assert out.startswith("sensor-gateway NOT running")
-    assert any(line.split()[:3] == ["boiler", "running", str(LINES)] for line in out.splitlines())
+    lines = out.splitlines()
+    assert lines[0].startswith("sensor-gateway is not running (nothing listens on ")
+    assert lines[1].startswith("last known spool (")
+    assert "boiler" not in out
     code, out, _ = run(["status", "-c", str(store.config), "--json"], capsys)
     doc = json.loads(out)
     assert doc["running"] is False
-    assert doc["devices"]["boiler"]["readings"] == LINES
-    assert doc["sinks"]["local"]["points_written"] == LINES
+    assert doc["last_spool"]["behind"] == {"local": 0}
+    code, again, _ = run(["status", "-c", str(store.config), "--format", "json"], capsys)
+    assert json.loads(again)["last_spool"] == doc["last_spool"]
 
 
 def test_status_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n')
-    code, _, err = run(["status", "-c", str(config)], capsys)
+    code, out, _ = run(["status", "-c", str(config)], capsys)
     assert code == 1
-    assert f"no status at {tmp_path}/status.json" in err
+    assert out.splitlines() == [
+        f"sensor-gateway is not running (nothing listens on {tmp_path}/status.sock)",
+        f"no earlier status at {tmp_path}/status.json: has the gateway run with this config?",
+    ]
 
 
 def test_dead_letter_on_an_empty_spool(store: Store, capsys: pytest.CaptureFixture[str]) -> None:

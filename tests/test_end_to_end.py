@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
+import os
 import shutil
 import subprocess
 import sys
@@ -76,6 +76,7 @@ def _local_series(stdout: str, tag_keys: set[str]) -> dict[SeriesKey, list[tuple
     for line in stdout.splitlines():
         row = json.loads(line)
         time_ns, measurement = _ns(row.pop("time")), row.pop("measurement")
+        row.pop("units", None)  # the fields' units, when the unit catalog knows them
         tags = {k: row.pop(k) for k in [*tag_keys, "device"] if k in row}
         labels = frozenset((k, v) for k, v in tags.items() if v is not None)
         for name, value in row.items():
@@ -334,7 +335,8 @@ def test_serial_and_mqtt_devices_reach_victoria_and_the_local_store(
     }
     result = gw.cli("status", "--json")
     assert result.returncode == 1, "status exits 1 when the gateway is not running"
-    doc = json.loads(result.stdout)
+    assert json.loads(result.stdout)["running"] is False
+    doc = gw.status()  # the counters the gateway wrote when it stopped
     assert doc["running"] is False
     for name, n in per_device.items():
         d = doc["devices"][name]
@@ -345,9 +347,9 @@ def test_serial_and_mqtt_devices_reach_victoria_and_the_local_store(
         assert doc["sinks"][sink]["points_written"] == len(points)
         assert doc["sinks"][sink]["behind"] == 0
     text = gw.cli("status").stdout
-    assert "NOT running" in text
-    for name, n in per_device.items():
-        assert re.search(rf"^{name}\s+\S+\s+{n}\s", text, re.MULTILINE), text
+    assert "is not running" in text
+    for name in per_device:
+        assert name not in text, "a stopped gateway's devices are not shown as if live"
 
 
 # --- one device failing never affects another ----------------------------------------------
@@ -417,7 +419,7 @@ def test_a_failing_device_never_affects_another(
     assert unplugged_pty.path in unplug["reason"]
     assert _retry_events(gw, "healthy") == []
 
-    doc = json.loads(gw.cli("status", "--json").stdout)
+    doc = gw.status()  # the counters the gateway wrote when it stopped
     ghost_status, unplugged_status, healthy_status = (
         doc["devices"][n] for n in ("ghost", "unplugged", "healthy")
     )
@@ -429,9 +431,6 @@ def test_a_failing_device_never_affects_another(
     assert unplugged_pty.path in unplugged_status["last_error"]
     assert unplugged_status["readings"] == 5
     assert (healthy_status["restarts"], healthy_status["readings"]) == (0, 10)
-    text = gw.cli("status").stdout
-    assert "last error: cannot open serial port" in text
-    assert str(missing) in text
 
 
 # --- a third-party driver package -------------------------------------------------------------
@@ -448,26 +447,41 @@ def _pip(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def example_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The example driver package, pip-installed (uninstalled afterwards); yields its source."""
+    """The example driver package, pip-installed into a directory of its own (``--target``)
+    that this module's gateway processes get on their PYTHONPATH; yields its source.
+
+    Not into the venv: the suite runs in parallel workers, and a plugin appearing in the
+    shared venv would change what every other test's ``drivers`` listing shows.
+    """
     assert (EXAMPLE_DRIVER / "pyproject.toml").exists()
     # Build from a copy: pip builds in-tree and would leave build/ and *.egg-info behind.
     src = tmp_path_factory.mktemp("example-driver") / EXAMPLE_DRIVER.name
     shutil.copytree(
         EXAMPLE_DRIVER, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
     )
-    installed = _pip("install", "--no-deps", "--no-build-isolation", str(src))
+    site = tmp_path_factory.mktemp("example-site")
+    target = ("--target", str(site))
+    installed = _pip("install", "--no-deps", "--no-build-isolation", *target, str(src))
     if installed.returncode != 0:
         # The venv's own build tools are missing or too old (setuptools>=68, wheel):
         # let pip fetch them into an isolated build environment.
         first = installed.stdout + installed.stderr
-        installed = _pip("install", "--no-deps", str(src))
+        installed = _pip("install", "--no-deps", *target, str(src))
         assert installed.returncode == 0, first + installed.stdout + installed.stderr
+    old_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), old_path) if p)
+    sys.path.insert(0, str(site))
     importlib.invalidate_caches()
     try:
         yield src
     finally:
-        removed = _pip("uninstall", "--yes", EXAMPLE_DIST)
-        assert removed.returncode == 0, removed.stdout + removed.stderr
+        sys.path.remove(str(site))
+        for name in [m for m in sys.modules if m.split(".")[0] == "sg_example_driver"]:
+            del sys.modules[name]
+        if old_path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old_path
 
 
 def test_an_installed_driver_package_is_listed(example_driver: Path) -> None:
@@ -551,6 +565,6 @@ def test_an_installed_driver_runs_end_to_end(
     assert all(18.0 <= t <= 24.0 for t in temps)
     assert {r["measurement"] for r in rows} == {"counter"}
     assert all(r["unit"] == "7" for r in rows)
-    doc = json.loads(gw.cli("status", "--json").stdout)
+    doc = gw.status()  # the counters the gateway wrote when it stopped
     assert doc["devices"]["counter_7"]["readings"] == len(counts)
     assert doc["devices"]["counter_7"]["rejected"] == {}

@@ -59,6 +59,12 @@ pid=$(systemctl show -p MainPID --value $unit)
 say credential "$(journalctl -u $unit -o cat | grep -c 'token from token_file')"
 wait_for "[ -e /run/sensor-gateway/status.json ]"
 say unsynced_at_start "$(unsynced)"
+# `status` over the socket: a user in group sensor-gateway needs no sudo; others are told.
+useradd -M -G sensor-gateway pi && useradd -M guest
+as() { setpriv --reuid="$(id -u "$1")" --regid="$(id -g "$1")" --init-groups -- env HOME=/ /opt/sensor-gateway/.venv/bin/sensor-gateway status -c /etc/sensor-gateway/gateway.toml "${@:2}" 2>&1; echo "rc=$?"; }
+say socket "$(stat -c '%a %U:%G' /run/sensor-gateway/status.sock)"
+say status_pi "$(as pi --json | python3 -c 'import json, sys; t = sys.stdin.read(); print(json.loads(t.rsplit("rc=", 1)[0])["running"], t.rsplit("rc=", 1)[1].strip())')"
+say status_guest "$(as guest | tr '\n' ' ')"
 cat >> /etc/sensor-gateway/gateway.toml <<'TOML'
 
 [devices.added]
@@ -89,6 +95,7 @@ say new_pid "$([ "$(systemctl show -p MainPID --value $unit)" != "$pid" ] && ech
 sleep 2.5  # a fresh status.json
 say unsynced_after_sync "$(unsynced)"
 systemctl stop $unit; say stop_rc $?
+say status_pi_stopped "$(as pi | head -3 | tr '\n' '|')"
 say result "$(systemctl show -p Result --value $unit) $(systemctl show -p ExecMainStatus --value $unit)"
 say stopped "$(journalctl -u $unit -o cat | grep -c 'gateway stopped')"
 say security "$(systemd-analyze security $unit 2>&1 | tail -1)"
@@ -196,6 +203,14 @@ def test_installed_unit_under_a_real_systemd(workdir: Path) -> None:
     # ProtectClock= refuses adjtimex; systemd-timesyncd's flag answers instead.
     assert got["unsynced_at_start"] == "True", why
     assert got["unsynced_after_sync"] == "False", why
+    # The status socket under the hardened unit, asked without sudo.
+    assert got["socket"] == "660 sensor-gateway:sensor-gateway", why
+    assert got["status_pi"] == "True 0", why
+    assert got["status_guest"] == (
+        "sensor-gateway: permission denied on /run/sensor-gateway/status.sock: it is open "
+        'to group "sensor-gateway" only; join it: sudo usermod -aG sensor-gateway guest, '
+        "then log in again rc=1 "
+    ), why
     assert got["start_rc"] == "0", why
     assert got["active"] == "active", why
     assert got["status_text"].startswith("0/0 devices up"), why
@@ -212,6 +227,11 @@ def test_installed_unit_under_a_real_systemd(workdir: Path) -> None:
     assert got["watchdog"] == "1", why
     assert got["new_pid"] == "yes", why
     assert got["stop_rc"] == "0", why
+    stopped = got["status_pi_stopped"].split("|")
+    assert stopped[0] == (
+        "sensor-gateway is not running (nothing listens on /run/sensor-gateway/status.sock)"
+    ), why
+    assert stopped[1].startswith("last known spool ("), why
     assert got["result"] == "success 0", why
     assert int(got["stopped"]) >= 1, why
     # Online (the loaded unit) as offline: the figure systemd/README.md states.

@@ -200,6 +200,7 @@ Next steps:
   4. systemctl daemon-reload && systemctl enable --now sensor-gateway
   5. journalctl -u sensor-gateway -f        (-p warning: only warnings and worse)
      {venv}/bin/sensor-gateway status -c {config}
+     (without sudo for members of group {name}: usermod -aG {name} pi, then log in again)
   After editing the configuration: systemctl reload sensor-gateway
 """
 
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             NEXT_STEPS.format(
+                name=NAME,
                 config=CONFIG_DIR / "gateway.toml",
                 creds=CONFIG_DIR / "credentials",
                 venv=PREFIX / ".venv",
