@@ -11,7 +11,7 @@ what the daemon would store. Only the ends differ:
   state directory's lock: a trial runs beside a running gateway on the same config;
 - field types are checked against the pins the gateway has saved in its spool, read
   without writing; pins the trial makes stay in memory;
-- each broker gets a throw-away session (:class:`TrialHub`): the production client id
+- each broker gets a throw-away session (``MqttHub(persistent=False)``): the production client id
   plus ``-test-<random>``, clean start, expiring at disconnect. The production session
   is never taken over or extended, and nothing is left at the broker.
 
@@ -27,7 +27,6 @@ import os
 import secrets
 import signal
 import sqlite3
-import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -43,7 +42,6 @@ from gateway.discovery.registry import Discovery, place_discovered
 from gateway.discovery.store import DiscoveredStore
 from gateway.driver import MqttDriver, SerialDriver
 from gateway.errors import DeviceUnavailable
-from gateway.mqtt.client import MqttConnection
 from gateway.mqtt.clientid import ID_FILE
 from gateway.mqtt.hub import MqttHub
 from gateway.pipeline.fieldtypes import FieldTypes
@@ -61,7 +59,6 @@ __all__ = [
     "DEFAULT_DURATION_S",
     "Trial",
     "TrialEvents",
-    "TrialHub",
     "TrialOutbox",
     "read_pinned_types",
     "run_trial",
@@ -75,8 +72,6 @@ DEFAULT_DURATION_S = 30.0
 STATE_POLL_S = 0.1
 # Readers get this long to stop (the daemon's READERS_STOP_TIMEOUT_S).
 STOP_TIMEOUT_S = 5.0
-# MQTT 5 session expiry of the trial session: it ends with the connection.
-SESSION_ENDS_AT_DISCONNECT = 0
 
 
 class TrialOutbox:
@@ -110,34 +105,6 @@ class TrialOutbox:
 
     async def commit(self) -> int:
         return 0
-
-
-class TrialHub(MqttHub):
-    """The daemon's MQTT hub on a throw-away session (clean start, expiring at once).
-
-    Give it a broker section whose ``client_id`` is the trial's (:func:`trial_client_id`)
-    and no state directory (nothing of the broker's state is kept).
-    """
-
-    async def _open(self, conn: MqttConnection) -> None:
-        cfg = self.config
-        tls_context = None
-        if cfg.tls or cfg.ca_file or cfg.cert_file:
-            tls_context = ssl.create_default_context(cafile=cfg.ca_file)
-            if cfg.cert_file:
-                tls_context.load_cert_chain(cfg.cert_file, cfg.key_file)
-        await conn.open(
-            cfg.host,
-            cfg.port,
-            client_id=cfg.client_id or default_client_id(),
-            keepalive=cfg.keepalive,
-            username=cfg.username,
-            password=cfg.resolved_password(),
-            tls=tls_context,
-            receive_maximum=cfg.receive_maximum,
-            session_expiry=SESSION_ENDS_AT_DISCONNECT,
-            clean=True,
-        )
 
 
 def trial_client_id(broker: BrokerSection, state_dir: Path) -> str:
@@ -228,7 +195,7 @@ class Trial:
         )
         self.pipeline.taps.append(self._reading)
         self.pipeline.rejection_taps.append(self._rejection)
-        self.hubs: dict[str, TrialHub] = {}
+        self.hubs: dict[str, MqttHub] = {}
         self.client_ids: dict[str, str] = {}
         self._serial: dict[str, tuple[SerialDriver[Any], DeviceInput]] = {}
         self._seen: dict[str, _Seen] = {}
@@ -249,13 +216,13 @@ class Trial:
         elif isinstance(driver, MqttDriver):
             self._hub(driver.options.broker).add_device(driver, entry)
 
-    def _hub(self, broker: str) -> TrialHub:
+    def _hub(self, broker: str) -> MqttHub:
         if broker not in self.hubs:
             section = self.config.brokers[broker]
             client_id = trial_client_id(section, self.config.state_dir)
             self.client_ids[broker] = client_id
             trial_section = section.model_copy(update={"client_id": client_id})
-            self.hubs[broker] = TrialHub(broker, trial_section, state_dir=None)
+            self.hubs[broker] = MqttHub(broker, trial_section, persistent=False)
         return self.hubs[broker]
 
     def _discover(self) -> None:

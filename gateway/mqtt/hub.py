@@ -62,6 +62,8 @@ STALE_CHECK_S = 1.0
 # MQTT 5 session expiry meaning "never": the broker keeps our session and its queue like
 # a 3.1.1 clean_session = false session.
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+# MQTT 5 session expiry of a throw-away session: it ends with the connection.
+SESSION_ENDS_AT_DISCONNECT = 0
 
 
 @dataclass(slots=True)
@@ -95,7 +97,11 @@ class BrokerStats:
 
 
 class MqttHub:
-    """Owns one broker connection and routes its messages to devices."""
+    """Owns one broker connection and routes its messages to devices.
+
+    ``persistent=False`` gives a throw-away session (clean start, expiring at
+    disconnect), for ``run --test``: the broker keeps nothing for it.
+    """
 
     def __init__(
         self,
@@ -103,10 +109,12 @@ class MqttHub:
         config: BrokerSection,
         state_dir: Path | None = None,
         spool: Spool | None = None,
+        persistent: bool = True,
     ) -> None:
         self.name = name
         self.config = config
         self.state_dir = state_dir
+        self.persistent = persistent
         self.stats = BrokerStats()
         self._spool_given = spool
         self._routes: list[_Route] = []
@@ -218,7 +226,8 @@ class MqttHub:
             password=cfg.resolved_password(),
             tls=tls_context,
             receive_maximum=cfg.receive_maximum,
-            session_expiry=SESSION_NEVER_EXPIRES,
+            session_expiry=SESSION_NEVER_EXPIRES if self.persistent else SESSION_ENDS_AT_DISCONNECT,
+            clean=not self.persistent,
         )
 
     def _client_id(self) -> str:

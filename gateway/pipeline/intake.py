@@ -128,7 +128,7 @@ class DeviceInput:
                 offset_s = round(result.clock_offset_ns / 1e9, 1)
                 self._warn(
                     "clock_skew",
-                    f"device time {offset_s:+g} s off the gateway clock, beyond "
+                    f"device time {offset_s:+.1f} s off the gateway clock, beyond "
                     f"max_clock_skew_s = {self.normalizer.config.max_clock_skew_s:g}; "
                     "arrival time used instead",
                     offset_s=offset_s,
