@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -34,7 +34,6 @@ from gateway import __version__
 from gateway.config import DEFAULT_STATE_DIR, BrokerSection, Config, DeviceSpec
 from gateway.delivery.loop import DeliveryLoop
 from gateway.delivery.spool import Spool
-from gateway.discovery.registry import Discovery, place_discovered
 from gateway.discovery.store import DiscoveredStore
 from gateway.driver import MqttDriver, SerialDriver
 from gateway.mqtt.hub import MqttHub
@@ -66,6 +65,9 @@ from gateway.telemetry.report import (
     status_document,
     status_line,
 )
+
+if TYPE_CHECKING:
+    from gateway.discovery.registry import Discovery
 
 log = structlog.get_logger("gateway")
 
@@ -193,6 +195,10 @@ class Gateway:
     def _start_discovery(self, broker: str, section: BrokerSection) -> None:
         """Route ``broker``'s discovery topics to a new :class:`Discovery` and bring back
         the devices it found before (from the state directory)."""
+        # Imported here: discovery is off by default, and its modules cost about 1 MB of
+        # RSS on a Pi that does not use it.
+        from gateway.discovery.registry import Discovery
+
         hub = self._hub(broker)
         found = Discovery(broker, section, self, self.discovered_store, self.config.devices)
         for topic_filter in found.filters:
@@ -202,6 +208,8 @@ class Gateway:
 
     def add_discovered(self, name: str, driver: MqttDriver[Any], config: NormalizeConfig) -> None:
         """Add (or replace, keeping its counters) a discovered device at run time."""
+        from gateway.discovery.registry import place_discovered  # see _start_discovery
+
         hub = self._hub(driver.options.broker)
         place_discovered(self.pipeline, hub, name, driver, config, self._running)
 
