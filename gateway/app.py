@@ -490,7 +490,9 @@ class Gateway:
                 "stopping: readers first, then delivering within the grace time",
                 grace_s=cfg.shutdown_grace,
             )
-        await sup.stop(self._readers(), within=READERS_STOP_TIMEOUT_S)
+        # Self-metrics are readings too: made during the drain, they would wait in the
+        # spool for the next start after every clean stop.
+        await sup.stop([*self._readers(), "self-metrics"], within=READERS_STOP_TIMEOUT_S)
         await sup.stop(["spool-commits"])
         await self._last_commit()
         if self.fatal_reason is None:
