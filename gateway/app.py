@@ -71,6 +71,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gateway")
 
+STATUS_SOCKET_WAIT_S = 2.0
+
 STATUS_INTERVAL_S = 2.0
 FIELD_TYPES_INTERVAL_S = 2.0
 CLOCK_CHECK_INTERVAL_S = 30.0
@@ -473,6 +475,11 @@ class Gateway:
             self.http = HttpEndpoint(self, host, port, cfg.health_sink_failing)
             sup.service("http", self.http.run)
             sup.every("health", HEALTH_SAMPLE_INTERVAL_S, self.http.sample)
+        # A bind that fails is logged and retried by the supervisor; readiness waits no
+        # longer than this for it.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STATUS_SOCKET_WAIT_S):
+                await self.status_server.wait_listening()
         self.notify.ready(status_line(self, None))
         self.notify.watchdog()
         self._running = True

@@ -169,6 +169,8 @@ def test_status_over_the_socket_for_the_group_and_after_the_stop(
     try:
         gw.start()
         sock = run_dir / "status.sock"
+        # "gateway started" is logged before the services start; the socket comes next.
+        wait_until(sock.exists, timeout=5, what="the status socket")
         assert (sock.stat().st_mode & 0o777, sock.stat().st_gid) == (0o660, gid)
 
         # Nothing flows from devices; the self-metrics pile up behind the blocked sink.

@@ -61,6 +61,7 @@ class StatusServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._listening = asyncio.Event()
         self._last: tuple[float, bytes] = (-REUSE_S, b"")
         self._limit = RateLimit(burst=3, interval=600.0)
         self.served = 0
@@ -84,10 +85,12 @@ class StatusServer:
         log.info(
             "status socket listening", socket=str(self.path), group=group, mode=f"{SOCKET_MODE:04o}"
         )
+        self._listening.set()
         try:
             async with server:
                 await server.serve_forever()
         finally:
+            self._listening.clear()
             self._remove()
             # Answers still being written end now (their handlers return on the reset),
             # rather than be cancelled with the loop.
@@ -96,6 +99,11 @@ class StatusServer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(WRITE_TIMEOUT_S):
                     await self._idle.wait()
+
+    async def wait_listening(self) -> None:
+        """Return once the socket accepts connections: the gateway tells systemd it is
+        ready only once ``status`` can ask it (bound the wait with ``asyncio.timeout``)."""
+        await self._listening.wait()
 
     @property
     def active(self) -> int:
