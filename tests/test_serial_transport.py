@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -66,6 +67,24 @@ async def test_transact_drops_input_before_the_first_request_silently(
     finally:
         await port.close()
     assert entry.stats.rejected == {}
+
+
+async def test_input_the_loop_has_not_handed_over_yet_is_stale_too(
+    tmp_path: Path, virtual_port: MakePort, scripted_device: MakeDevice
+) -> None:
+    # Bytes that reached the kernel's buffer with no turn of the event loop since (right
+    # after opening, or a device chattering just before a poll) came before the request:
+    # the answer must be the one that follows it.
+    pty = virtual_port()
+    device = scripted_device(pty).respond(b"READ", b"v=1\n")
+    entry = _entry(tmp_path)
+    port = await _open(pty.path, entry)
+    try:
+        device.send(b"v=0\n")
+        time.sleep(0.3)  # noqa: ASYNC251 -- blocks the loop on purpose: the bytes wait in the kernel
+        assert await port.transact(b"READ\n", 2.0) == b"v=1"
+    finally:
+        await port.close()
 
 
 async def test_a_late_answer_is_discarded_and_counted_never_taken_for_the_next(

@@ -3,6 +3,7 @@ conversation, against the real transport on a virtual port."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +66,11 @@ async def test_a_captured_conversation_is_replayed_in_order(
     entry = Pipeline(Spool(tmp_path / "s.db", ["local"])).device("d", NormalizeConfig())
     port = await open_port(LineDriver("d", LineOptions(port=pty.path)), entry)
     try:
+        # The capture has the boot line before the first request; on a loaded machine
+        # the device's thread may not have written it yet when the port is open.
+        async with asyncio.timeout(5):
+            while device.sent < 1:
+                await asyncio.sleep(0.01)
         assert await port.transact(b"READ\n", 2.0) == b"v=1"
         assert await port.transact(b"READ\n", 2.0) == b"v=2"
     finally:

@@ -102,6 +102,22 @@ class FdTransport(serial_asyncio_fast.SerialTransport):
                 )
             )
 
+    def read_now(self) -> None:
+        """Hand over what the port holds already, without waiting for the loop's turn
+        (``transact`` discards it as stale: it came before the request).
+
+        A tty read with nothing waiting returns no bytes rather than failing, so an
+        empty read ends this; a hang-up is left for the loop's reader to find.
+        """
+        while not self.is_closing():
+            try:
+                data = os.read(self._fd, self._max_read_size)
+            except OSError:
+                return
+            if not data:
+                return
+            self._protocol.data_received(data)
+
 
 async def open_transport(
     path: str, line: LineSettings, protocol_factory: Callable[[], ProtocolT]
@@ -293,8 +309,10 @@ class SerialPort:
 
     async def discard_input(self) -> int:
         """Throw away what the device sent and nobody read yet; return how many bytes."""
-        # No extra turn of the loop here: the caller awaited (a poll's sleep, the previous
-        # answer), and the loop delivers ready bytes before it resumes a sleeping task.
+        # Bytes in the kernel's buffer that the loop has not handed over yet are stale
+        # too (right after opening, no turn of the loop has read them).
+        if isinstance(self._transport, FdTransport):
+            self._transport.read_now()
         size = sum(len(f) for f in self._frames) + self.framer.buffered
         first = self._frames[0] if self._frames else self._last_chunk
         self._frames.clear()
