@@ -83,6 +83,7 @@ class FdTransport(serial_asyncio_fast.SerialTransport):
         super().__init__(loop, protocol, port)
         self._fd = port.fileno()
         self._max_read_size = READ_SIZE
+        self._drained = False
 
     def _read_ready(self) -> None:
         try:
@@ -93,7 +94,12 @@ class FdTransport(serial_asyncio_fast.SerialTransport):
             self._close(exc=serial.SerialException(f"read failed: {err}"))
             return
         if data:
+            self._drained = False
             self._protocol.data_received(data)
+        elif self._drained:
+            # read_now() took what the loop had seen ready; a hang-up stays readable
+            # and is found at the next wake-up.
+            self._drained = False
         else:
             self._close(
                 exc=serial.SerialException(
@@ -116,6 +122,7 @@ class FdTransport(serial_asyncio_fast.SerialTransport):
                 return
             if not data:
                 return
+            self._drained = True
             self._protocol.data_received(data)
 
 
