@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +50,7 @@ from gateway.service.notify import Notifier
 from gateway.service.reload import ReloadStats, broker_of, reload_gateway
 from gateway.service.rundir import socket_path, status_path
 from gateway.service.statedir import user_state_dir
+from gateway.service.statefile import save_snapshot, write_atomic
 from gateway.service.statusd import StatusServer
 from gateway.sinks.base import Sink
 from gateway.supervisor import Supervisor
@@ -106,13 +106,6 @@ def _serial_runner(driver: SerialDriver[Any], entry: DeviceInput) -> Callable[[]
         return run_serial_device(driver, entry)
 
     return run
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class Gateway:
@@ -542,7 +535,7 @@ class Gateway:
         await self.spool.close()
         with contextlib.suppress(Exception):
             data = json.dumps(status_document(self, False, oldest), indent=1).encode()
-            await asyncio.to_thread(_write_atomic, self.status_path, data)
+            await asyncio.to_thread(write_atomic, self.status_path, data)
         log.info("gateway stopped", left_in_spool=left)
 
     async def _drain(self, grace: float) -> None:
@@ -572,7 +565,7 @@ class Gateway:
         self.oldest.measured(oldest, time.monotonic())
         # Built and serialized on the loop (the counters change only here); written off it.
         data = json.dumps(status_document(self, True, oldest), indent=1).encode()
-        await asyncio.to_thread(_write_atomic, self.status_path, data)
+        await asyncio.to_thread(write_atomic, self.status_path, data)
 
     async def _save_field_types(self) -> None:
         pins = self.pipeline.field_types.take_new()
@@ -585,26 +578,10 @@ class Gateway:
             raise
 
     async def _save_units(self) -> None:
-        catalog = self.pipeline.units
-        data = catalog.snapshot()
-        if data is None:
-            return
-        try:
-            await asyncio.to_thread(catalog.save_sync, data)
-        except BaseException:
-            catalog.changed = True  # try again at the next tick
-            raise
+        await save_snapshot(self.pipeline.units)
 
     async def _save_discovered(self) -> None:
-        store = self.discovered_store
-        data = store.snapshot()
-        if data is None:
-            return
-        try:
-            await asyncio.to_thread(store.save_sync, data)
-        except BaseException:
-            store.changed = True  # try again at the next tick
-            raise
+        await save_snapshot(self.discovered_store)
 
     async def _watchdog(self) -> None:
         self.notify.watchdog()

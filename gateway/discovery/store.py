@@ -10,9 +10,10 @@ something changed, off the event loop.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from gateway.service.statefile import write_atomic
 
 __all__ = ["DISCOVERED_FILE", "DiscoveredStore", "read_discovered"]
 
@@ -78,9 +79,6 @@ class DiscoveredStore:
         return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False).encode()
 
     def save_sync(self, data: bytes) -> None:
-        """Write a :meth:`snapshot` atomically (blocking: run it off the event loop)."""
+        """Write a :meth:`snapshot` (blocking: run it off the event loop)."""
         assert self.path is not None
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, data)

@@ -10,7 +10,6 @@ An installation from before this (a spool already there, no id file) keeps the o
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from gateway.config import default_client_id
+from gateway.service.statefile import write_atomic
 
 ID_FILE = "mqtt-client-id"
 # Anything in the state directory older than this process is from an earlier run.
@@ -50,9 +50,7 @@ def installation_client_id(state_dir: Path | None) -> str:
     else:
         new = f"sensor-gateway-{socket.gethostname()}-{secrets.token_hex(3)}"
     try:
-        tmp = path.with_name(f".{ID_FILE}.tmp")
-        tmp.write_text(new + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, f"{new}\n".encode())
     except OSError as err:
         log.warning(
             "cannot store the MQTT client id; it will differ after a restart unless "

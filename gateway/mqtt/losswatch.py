@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from gateway.service.statefile import write_atomic
 
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 
@@ -110,8 +110,6 @@ class LossWatch:
     @staticmethod
     def _write(path: Path, text: str) -> None:
         try:
-            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            write_atomic(path, text.encode())
         except OSError as err:
             log.warning("cannot keep the broker's state", path=str(path), error=str(err))

@@ -13,9 +13,10 @@ The file is small (one line per device) and rewritten only when a unit changes.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from gateway.service.statefile import write_atomic
 
 __all__ = ["UNITS_FILE", "UnitCatalog", "read_units"]
 
@@ -64,9 +65,6 @@ class UnitCatalog:
         return json.dumps(self.units, indent=1, sort_keys=True, ensure_ascii=False).encode()
 
     def save_sync(self, data: bytes) -> None:
-        """Write a :meth:`snapshot` atomically (blocking: run it off the event loop)."""
+        """Write a :meth:`snapshot` (blocking: run it off the event loop)."""
         assert self.path is not None
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, data)
