@@ -167,6 +167,7 @@ class Gateway:
         self._running = False
         self._reload_task: asyncio.Task[None] | None = None
         self._reload_again = False
+        self._reload_at_start = False
         self._lock = StateDirLock(config.state_dir)
         for spec in config.devices.values():
             if spec.section.enabled:
@@ -255,8 +256,13 @@ class Gateway:
 
         Safe to call from a signal handler; a SIGHUP during a reload runs one more after it.
         """
-        if not self._running or self._stop.is_set():
-            log.warning("SIGHUP ignored: the gateway is starting or stopping")
+        if self._stop.is_set():
+            log.warning("SIGHUP ignored: the gateway is stopping")
+            return
+        if not self._running:
+            # Devices and sinks are still being started: reload right after.
+            self._reload_at_start = True
+            log.info("SIGHUP while starting: the configuration is reloaded once started")
             return
         if self._reload_task is not None and not self._reload_task.done():
             self._reload_again = True
@@ -478,6 +484,8 @@ class Gateway:
         self._running = True
         if ready is not None:
             ready()
+        if self._reload_at_start:
+            self.reload()
         await self._stop.wait()
         self.notify.stopping()
         if self._reload_task is not None:

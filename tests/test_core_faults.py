@@ -160,6 +160,28 @@ def test_sighup_does_not_kill_the_gateway(gateway_process: GatewayFactory) -> No
     assert gw.stop() == 0
 
 
+def test_sighup_while_starting_reloads_once_started(
+    gateway_process: GatewayFactory, tmp_path: Path
+) -> None:
+    """A SIGHUP between the handlers' installation and the gateway being up (devices,
+    sinks, the status socket starting) is kept and acted on, not dropped.
+
+    The window is made wide on purpose: a runtime directory whose path is too long for a
+    Unix socket, so the status socket cannot bind and readiness waits its 2 s for it.
+    """
+    run_dir = tmp_path / ("r" * 60) / ("u" * 60)
+    run_dir.mkdir(parents=True)
+    gw = gateway_process(
+        {"sinks": {"local": {"enabled": True}}}, env={"RUNTIME_DIRECTORY": str(run_dir)}
+    )
+    gw.start()
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.wait_for_log("configuration reloaded")
+    assert "SIGHUP while starting" in gw.log_text()
+    assert gw.stop() == 0, gw.log_tail()
+
+
 def test_second_sigterm_stops_at_once_with_readings_on_disk(
     victoria: VictoriaMetrics,
     tcp_proxy: TcpProxyFactory,
