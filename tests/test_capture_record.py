@@ -19,7 +19,7 @@ from devices.mhz19 import Mhz19Driver, Mhz19Options
 from devices.mhz19._protocol import READ_CO2, command
 from devices.mhz19.simulator import Mhz19Device
 from gateway.cli import main
-from gateway.cli_capture import parse_framing, parse_request
+from gateway.cli.capture import parse_framing, parse_request
 from gateway.errors import DeviceUnavailable
 from gateway.testing import (
     Capture,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from gateway_proc import GatewayProcess
 
-from gateway.configcheck import check_config
+from gateway.cli.configcheck import check_config
 
 SECRET = "inl1ne-s3cret"
 

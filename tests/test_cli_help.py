@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import _parser, main
-from gateway.cli_drivers import format_duration, format_size
+from gateway.cli.drivers import format_duration, format_size
 from gateway.plugins import load_drivers
 
 WIDTH = 80
@@ -54,7 +54,7 @@ def test_every_command_help_has_a_description_and_an_example(command: str) -> No
     description = out.partition("\n\n")[2].split("\n\n")[0]
     assert description, out
     assert not description.startswith(("options:", "positional")), out
-    assert "\nexamples:\n" in out, f"give {command!r} an entry in gateway/cli_help.py HELP"
+    assert "\nexamples:\n" in out, f"give {command!r} an entry in gateway/cli/help.py HELP"
     examples = out.split("\nexamples:\n", 1)[1]
     assert f"  sensor-gateway {command}" in examples
 

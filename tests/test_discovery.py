@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from devices.esphome import EsphomeDriver, EsphomeOptions
-from gateway.cli_drivers import render_discovered
+from gateway.cli.drivers import render_discovered
 from gateway.config import BrokerSection
 from gateway.discovery.driver import DiscoveredDriver
 from gateway.discovery.homeassistant import DiscoveryError, Parsed, Removed, parse_config

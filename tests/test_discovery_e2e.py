@@ -17,11 +17,11 @@ from gateway_proc import GatewayProcess, to_toml
 from servers import HOST, Mosquitto, wait_until
 from stored_rows import stored_rows
 
+from gateway.cli.trial import Trial, TrialEvents
 from gateway.config import config_from_dict
 from gateway.discovery.store import DiscoveredStore, read_discovered
 from gateway.pipeline.reading import Reading
 from gateway.pipeline.unitcatalog import read_units
-from gateway.trial import Trial, TrialEvents
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from test_delivery import HTML, NGINX_405, SINK, TOKEN, _assert_exactly_once, _l
 
 from gateway import cli
 from gateway.app import Gateway
+from gateway.cli.configcheck import check_config
 from gateway.config import InfluxSection, load_config
-from gateway.configcheck import check_config
 from gateway.sinks.base import Verdict
 from gateway.sinks.influxdb import V3_MAX_LISTED, InfluxSink
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.newdriver import NewDriverError, create
+from gateway.cli.newdriver import NewDriverError, create
 
 ROOT = Path(__file__).resolve().parents[1]
 

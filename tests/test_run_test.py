@@ -26,9 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from servers import Mosquitto, SerialPty, VictoriaMetrics, free_port, wait_until
 from stored_rows import stored_rows
 
+from gateway.cli.trial import read_pinned_types
 from gateway.delivery.spool import Spool
 from gateway.service.lock import StateDirBusy, StateDirLock
-from gateway.trial import read_pinned_types
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -178,7 +178,7 @@ def sample(name: str, cls: type[Driver[Any]]) -> str:
 
 
 def _from_options(name: str, cls: type[Driver[Any]]) -> str:
-    from gateway.cli_drivers import show_default
+    from gateway.cli.drivers import show_default
 
     lines = [f"# {cls.description}", f"[devices.{name}_1]", f'driver = "{name}"']
     for key, fld in cls.Options.model_fields.items():

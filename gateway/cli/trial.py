@@ -148,7 +148,7 @@ def read_pinned_types(spool_path: Path) -> dict[tuple[str, str], str] | None:
 
 
 class TrialEvents:
-    """What a trial reports; :mod:`gateway.trial_output` prints it."""
+    """What a trial reports; :mod:`gateway.cli.trial_output` prints it."""
 
     def start(self, devices: list[str], duration: float, pins: int | None) -> None:
         """The trial begins (``pins``: field types pinned by the gateway, None: no spool)."""

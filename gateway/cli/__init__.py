@@ -144,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_ports)
 
-    from gateway import cli_capture
+    from gateway.cli import capture as cli_capture
 
     cli_capture.add_parser(sub)
 
@@ -258,14 +258,14 @@ def _parser() -> argparse.ArgumentParser:
         "--keep", action="store_true", help="keep earlier runs' readings (default: start empty)"
     )
     p.set_defaults(func=cmd_demo)
-    from gateway.cli_help import decorate
+    from gateway.cli.help import decorate
 
     decorate(sub)
     return parser
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.configcheck import check_config, format_findings
+    from gateway.cli.configcheck import check_config, format_findings
 
     result = check_config(args.config)
     width = 80 if sys.stderr.isatty() else None
@@ -306,7 +306,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.gateway.log_level, args.log_level, args.verbose, args.quiet
     )
     configure(level, config.gateway.log_format, libraries=libraries)
-    from gateway.configcheck import log_warnings
+    from gateway.cli.configcheck import log_warnings
 
     log_warnings(config)
     return run_gateway(config)
@@ -314,11 +314,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_run_test(args: argparse.Namespace) -> int:
     """``run --test``: the devices run as in the gateway for a while; nothing is stored."""
+    from gateway.cli.trial import DEFAULT_DURATION_S, TrialEvents, run_trial
+    from gateway.cli.trial_output import JsonOutput, TableOutput
     from gateway.config import load_config
     from gateway.logging import configure, level_from_flags
     from gateway.options import parse_duration
-    from gateway.trial import DEFAULT_DURATION_S, TrialEvents, run_trial
-    from gateway.trial_output import JsonOutput, TableOutput
 
     try:
         duration = parse_duration(_number_or_text(args.duration or DEFAULT_DURATION_S))
@@ -400,7 +400,7 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 
 def cmd_drivers(args: argparse.Namespace) -> int:
-    from gateway import cli_drivers
+    from gateway.cli import drivers as cli_drivers
     from gateway.plugins import discover
 
     found = discover()
@@ -429,7 +429,7 @@ def cmd_drivers(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from gateway.configgen import UnknownDriver, generate
+    from gateway.cli.configgen import UnknownDriver, generate
     from gateway.plugins import load_drivers
 
     try:
@@ -441,7 +441,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_new_driver(args: argparse.Namespace) -> int:
-    from gateway.newdriver import NewDriverError, create
+    from gateway.cli.newdriver import NewDriverError, create
 
     try:
         folder = create(args.name, args.dir)

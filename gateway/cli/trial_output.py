@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import TextIO
 
+from gateway.cli.trial import TrialEvents
 from gateway.pipeline.intake import DeviceInput
 from gateway.pipeline.reading import FieldValue, Reading
-from gateway.trial import TrialEvents
 
 __all__ = ["JsonOutput", "TableOutput"]
 
