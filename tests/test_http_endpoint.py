@@ -76,7 +76,12 @@ async def test_healthy_gateway_and_its_metrics(
     pty = serial_pty()
     gw, base = await gateway(
         sinks={"local": {"enabled": True, "flush_interval": 0.05}},
-        devices={"boiler": {"driver": "line", "port": pty.path}},
+        # A broker nobody listens for: its device is not up, whatever its own state.
+        brokers={"default": {"host": "127.0.0.1", "port": free_port()}},
+        devices={
+            "boiler": {"driver": "line", "port": pty.path},
+            "rooms": {"driver": "json", "topics": ["sensors/+/state"]},
+        },
     )
     async with asyncio.timeout(10):
         while gw.pipeline.devices["boiler"].stats.state != "running":
@@ -93,6 +98,7 @@ async def test_healthy_gateway_and_its_metrics(
     readings = gw.status()["devices"]["boiler"]["readings"]
     assert f'sensor_gateway_device_readings_total{{device="boiler"}} {float(readings)}' in body
     assert 'sensor_gateway_device_up{device="boiler"} 1.0' in body
+    assert 'sensor_gateway_device_up{device="rooms"} 0.0' in body
     assert 'sensor_gateway_sink_points_written_total{sink="local"}' in body
     assert "sensor_gateway_spool_committed_total" in body
     assert "# TYPE sensor_gateway_spool_bytes gauge" in body

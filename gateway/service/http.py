@@ -185,9 +185,9 @@ class _StatusCollector:
             for reason, n in row["rejected"].items():
                 rejected.add_metric([name, reason], float(n))
         yield rejected
-        up = GaugeMetricFamily(p + "device_up", "1 while the device is running and not stale.", labels=["device"])  # fmt: skip
+        up = GaugeMetricFamily(p + "device_up", "1 while the device is connected (an MQTT device: its broker too) and not stale.", labels=["device"])  # fmt: skip
         for name, row in devices.items():
-            up.add_metric([name], 1.0 if row["state"] == "running" else 0.0)
+            up.add_metric([name], 1.0 if row["condition"] == "connected" else 0.0)
         yield up
         sinks = doc["sinks"]
         yield counter("sink_points_written", "Points the sink confirmed.", "sink", sinks, "points_written")  # fmt: skip
