@@ -86,6 +86,15 @@ def _start_mosquitto(state_dir: Path) -> tuple[subprocess.Popen[bytes], int] | N
     return None
 
 
+# Every demo sensor reports °C, % and hPa; pressure is stored in kPa (a conversion to
+# show) and `query --demo` shows the units in its header.
+DEMO_UNITS: dict[str, Any] = {
+    "temperature": {"unit": "degC"},
+    "humidity": {"unit": "%"},
+    "pressure": {"unit": "hPa", "to_unit": "kPa", "round": 3},
+}
+
+
 def demo_config(state_dir: Path, ports: dict[str, str], broker_port: int | None) -> dict[str, Any]:
     """The demo's configuration, as a TOML file would hold it."""
     from devices.line.simulator import LineSimulator
@@ -98,10 +107,7 @@ def demo_config(state_dir: Path, ports: dict[str, str], broker_port: int | None)
             **opts,
             "measurement": "climate",
             "tags": {"site": "demo"},
-            "fields": {
-                "pressure": {"unit": "hPa", "to_unit": "kPa", "round": 3},
-                "seq": {"type": "int"},
-            },
+            "fields": {**DEMO_UNITS, "seq": {"type": "int"}},
         }
     config: dict[str, Any] = {
         "gateway": {
@@ -124,7 +130,7 @@ def demo_config(state_dir: Path, ports: dict[str, str], broker_port: int | None)
             "time_field": "ts",
             "measurement": "rooms",
             "tags": {"site": "demo"},
-            "fields": {"seq": {"type": "int"}},
+            "fields": {**DEMO_UNITS, "seq": {"type": "int"}},
         }
     return config
 
