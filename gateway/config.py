@@ -375,16 +375,8 @@ def load_config(
         ConfigError: with every problem found, each with its TOML path.
     """
     main = Path(path)
-    sources = [main]
-    dropin_dir = main.parent / "conf.d"
-    if dropin_dir.is_dir():
-        sources += sorted(dropin_dir.glob("*.toml"))
-    problems: list[tuple[str, str]] = []
-    merged: dict[str, Any] = {}
-    for source in sources:
-        data = _read_toml(source, problems)
-        if data is not None:
-            _merge(merged, data)
+    sources = config_sources(main)
+    merged, problems = _read_merged(sources)
     if problems:
         raise ConfigError(problems, source=str(main))
     return config_from_dict(
@@ -402,16 +394,8 @@ def load_gateway_section(path: str | Path, env: Mapping[str, str] | None = None)
         ConfigError: a file cannot be read or parsed, or ``[gateway]`` has errors.
     """
     main = Path(path)
-    sources = [main]
-    dropin_dir = main.parent / "conf.d"
-    if dropin_dir.is_dir():
-        sources += sorted(dropin_dir.glob("*.toml"))
-    problems: list[tuple[str, str]] = []
-    merged: dict[str, Any] = {}
-    for source in sources:
-        data = _read_toml(source, problems)
-        if data is not None:
-            _merge(merged, data)
+    sources = config_sources(main)
+    merged, problems = _read_merged(sources)
     used = _EnvUsed()
     raw = _interpolate(
         {"gateway": merged.get("gateway", {})},
@@ -633,12 +617,29 @@ def _deepest_line(text: str) -> int | None:
     return best_line if best else None
 
 
-def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+def config_sources(main: Path) -> list[Path]:
+    """The main file and its drop-ins (``conf.d/*.toml`` beside it), in merge order."""
+    dropins = main.parent / "conf.d"
+    return [main, *sorted(dropins.glob("*.toml"))] if dropins.is_dir() else [main]
+
+
+def merge_tables(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    """Merge TOML tables: a later file's keys win, tables merge key by key."""
     for key, value in new.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
+            merge_tables(into[key], value)
         else:
             into[key] = value
+
+
+def _read_merged(sources: list[Path]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    problems: list[tuple[str, str]] = []
+    merged: dict[str, Any] = {}
+    for source in sources:
+        data = _read_toml(source, problems)
+        if data is not None:
+            merge_tables(merged, data)
+    return merged, problems
 
 
 _ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

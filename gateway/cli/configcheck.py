@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config import MAX_DEPTH, Config, file_options, load_config
+from gateway.config import (
+    MAX_DEPTH,
+    Config,
+    config_sources,
+    file_options,
+    load_config,
+    merge_tables,
+)
 from gateway.driver import Driver, SerialOptions
 from gateway.errors import ConfigError
 
@@ -64,12 +71,6 @@ def log_warnings(config: Config) -> None:
         log.warning("configuration warning", option=where, warning=message)
 
 
-def config_sources(main: Path) -> list[Path]:
-    """The main file and its drop-ins, in merge order (as :func:`load_config` reads them)."""
-    dropins = main.parent / "conf.d"
-    return [main, *sorted(dropins.glob("*.toml"))] if dropins.is_dir() else [main]
-
-
 def config_warnings(
     sources: list[Path], drivers: Mapping[str, type[Driver[Any]]] | None = None
 ) -> list[Finding]:
@@ -86,7 +87,7 @@ def config_warnings(
         except (OSError, ValueError, RecursionError):
             continue  # reported as an error
         warnings += _world_readable_inline_secrets(source, data)
-        _merge(merged, data)
+        merge_tables(merged, data)
     warnings += _missing_ports(merged, drivers)
     warnings += _influx_no_effect(merged)
     warnings += _local_store_off(merged)
@@ -98,14 +99,6 @@ def _table(data: Any, *keys: str) -> dict[str, Any]:
     for key in keys:
         data = data.get(key) if isinstance(data, dict) else None
     return data if isinstance(data, dict) else {}
-
-
-def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
 
 
 def _from_env(value: str) -> bool:
