@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import http.client
 import os
+import signal
 import queue
 import socket
 import socketserver
@@ -256,7 +257,9 @@ def test_context_manager_stops_by_pid(tmp_path: Path) -> None:
     with Mosquitto(tmp_path) as broker:
         pid = broker.pid
         assert port_accepts(broker.port)
-    assert broker.returncode == 0
+    # mosquitto opens its listeners before it installs its signal handlers: stopped at
+    # once on a loaded machine, SIGTERM may still end it the default way.
+    assert broker.returncode in (0, -signal.SIGTERM)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 
