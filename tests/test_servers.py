@@ -7,8 +7,8 @@ import contextlib
 import gzip
 import http.client
 import os
-import signal
 import queue
+import signal
 import socket
 import socketserver
 import threading
