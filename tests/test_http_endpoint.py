@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gateway_proc import GatewayProcess
 from servers import SerialPtyFactory, free_port
 
 from gateway.app import Gateway
@@ -151,3 +154,22 @@ def test_listen_address() -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict({"gateway": {"http_listen": "localhost:http"}})
     assert err.value.problems[0][0] == "gateway.http_listen"
+
+
+@pytest.mark.integration
+def test_a_stop_with_a_client_connected_logs_no_error(
+    gateway_process: Callable[..., GatewayProcess],
+) -> None:
+    """A scraper's connection open at shutdown ends with the gateway, quietly: its handler
+    was cancelled with the loop, which Python 3.11 logs as an error with a traceback."""
+    port = free_port()
+    gw = gateway_process(
+        {"gateway": {"http_listen": f"127.0.0.1:{port}"}, "sinks": {"local": {"enabled": True}}}
+    ).start()
+    gw.wait_for_log("http endpoint listening")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"GET /metr")  # half a request: the handler waits for the rest
+        time.sleep(0.3)
+        assert gw.stop() == 0, gw.log_tail()
+    errors = [e for e in gw.log_events() if e.get("level") in ("error", "critical")]
+    assert errors == [], errors

@@ -86,13 +86,25 @@ class HttpEndpoint:
         self.port = port
         self.threshold = threshold
         self.failures = SinkFailures()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def run(self) -> None:
         """Serve until cancelled (a supervisor service)."""
-        server = await asyncio.start_server(self._handle, self.host, self.port)
+        server = await asyncio.start_server(self._serve, self.host, self.port)
         log.info("http endpoint listening", address=f"{self.host}:{self.port}")
-        async with server:
-            await server.serve_forever()
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            # Open connections end now and their handlers return, rather than be
+            # cancelled with the loop (which Python 3.11 logs as an error).
+            for writer in self._writers:
+                writer.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    await self._idle.wait()
 
     async def sample(self) -> None:
         """The periodic job that keeps :class:`SinkFailures` current."""
@@ -105,6 +117,16 @@ class HttpEndpoint:
         if problems:
             return 503, "\n".join(problems) + "\n"
         return 200, "ok\n"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        self._idle.clear()
+        try:
+            await self._handle(reader, writer)
+        finally:
+            self._writers.discard(writer)
+            if not self._writers:
+                self._idle.set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
