@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from devices._crc import crc16 as crc16_of
 from gateway.driver import Framer
 
 __all__ = ["TelegramFramer", "crc16"]
@@ -12,25 +13,9 @@ _START: Final = b"/"
 _END: Final = b"!"
 
 
-def _table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC_TABLE: Final = _table()
-
-
 def crc16(data: bytes) -> int:
     """CRC-16/ARC (polynomial 0x8005 reflected, initial 0), as DSMR 4+ uses after ``!``."""
-    crc = 0
-    for byte in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
-    return crc
+    return crc16_of(data, 0)
 
 
 class TelegramFramer(Framer):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.service.connections import Connections
 from gateway.telemetry.report import status_document
 
 if TYPE_CHECKING:
@@ -86,9 +87,7 @@ class HttpEndpoint:
         self.port = port
         self.threshold = threshold
         self.failures = SinkFailures()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._connections = Connections()
 
     async def run(self) -> None:
         """Serve until cancelled (a supervisor service)."""
@@ -98,13 +97,7 @@ class HttpEndpoint:
             async with server:
                 await server.serve_forever()
         finally:
-            # Open connections end now and their handlers return, rather than be
-            # cancelled with the loop (which Python 3.11 logs as an error).
-            for writer in self._writers:
-                writer.transport.abort()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                    await self._idle.wait()
+            await self._connections.end_all(REQUEST_TIMEOUT_S)
 
     async def sample(self) -> None:
         """The periodic job that keeps :class:`SinkFailures` current."""
@@ -119,14 +112,8 @@ class HttpEndpoint:
         return 200, "ok\n"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        self._idle.clear()
-        try:
+        with self._connections.serving(writer):
             await self._handle(reader, writer)
-        finally:
-            self._writers.discard(writer)
-            if not self._writers:
-                self._idle.set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from gateway.errors import GatewayError
+from gateway.service.connections import Connections
 from gateway.telemetry.stats import RateLimit
 
 log = structlog.get_logger("gateway.status")
@@ -58,9 +59,7 @@ class StatusServer:
         self.group = group
         self._document = document
         self._inode: int | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._connections = Connections()
         self._listening = asyncio.Event()
         self._last: tuple[float, bytes] = (-REUSE_S, b"")
         self._limit = RateLimit(burst=3, interval=600.0)
@@ -92,13 +91,8 @@ class StatusServer:
         finally:
             self._listening.clear()
             self._remove()
-            # Answers still being written end now (their handlers return on the reset),
-            # rather than be cancelled with the loop.
-            for writer in self._writers:
-                writer.transport.abort()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(WRITE_TIMEOUT_S):
-                    await self._idle.wait()
+            # Answers still being written end now (their handlers return on the reset).
+            await self._connections.end_all(WRITE_TIMEOUT_S)
 
     async def wait_listening(self) -> None:
         """Return once the socket accepts connections: the gateway tells systemd it is
@@ -108,7 +102,7 @@ class StatusServer:
     @property
     def active(self) -> int:
         """Answers being written now."""
-        return len(self._writers)
+        return len(self._connections)
 
     def _bind(self) -> tuple[socket.socket, str, list[tuple[str, dict[str, Any]]]]:
         """Create the socket file with its mode and group (in a thread: file system calls);
@@ -178,12 +172,14 @@ class StatusServer:
         self._inode = None
 
     async def _handle(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._writers) >= MAX_CLIENTS:
+        if len(self._connections) >= MAX_CLIENTS:
             self.turned_away += 1
             writer.transport.abort()
             return
-        self._writers.add(writer)
-        self._idle.clear()
+        with self._connections.serving(writer):
+            await self._answer_client(writer)
+
+    async def _answer_client(self, writer: asyncio.StreamWriter) -> None:
         try:
             data = self._answer()
             async with asyncio.timeout(WRITE_TIMEOUT_S):
@@ -197,10 +193,6 @@ class StatusServer:
             writer.transport.abort()
         except OSError:  # the client went away first
             writer.transport.abort()
-        finally:
-            self._writers.discard(writer)
-            if not self._writers:
-                self._idle.set()
 
     def _answer(self) -> bytes:
         now = time.monotonic()
