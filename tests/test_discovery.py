@@ -19,6 +19,7 @@ from gateway.discovery.registry import MAX_CONFIG_BYTES, Discovery
 from gateway.discovery.store import DiscoveredStore, read_discovered
 from gateway.driver import MqttDriver, RejectedInput
 from gateway.pipeline.normalize import NormalizeConfig
+from gateway.service.statefile import write_atomic
 
 DATA = Path(__file__).parent / "data" / "mqtt" / "discovery"
 
@@ -274,7 +275,7 @@ def test_accepted_configs_persist_and_come_back(tmp_path: Path) -> None:
     d.handle("homeassistant/binary_sensor/greenhouse/door/config", b"")
     data = store.snapshot()
     assert data is not None
-    store.save_sync(data)
+    write_atomic(store.path, data)
     saved = read_discovered(tmp_path)
     assert "homeassistant/binary_sensor/greenhouse/door/config" not in saved["configs"]["default"]
     assert "homeassistant/switch/greenhouse/pump/config" not in saved["configs"]["default"]
@@ -315,7 +316,7 @@ def test_drivers_lists_the_discovered_devices_in_80_columns(tmp_path: Path) -> N
     feed(discovery(Host(), store), "esphome", "zigbee2mqtt", "tasmota")
     data = store.snapshot()
     assert data is not None
-    store.save_sync(data)
+    write_atomic(store.path, data)
     text = render_discovered(read_discovered(tmp_path)["devices"])
     assert all(len(line) <= 80 for line in text.splitlines()), text
     assert "  living_room_sensor  (homeassistant on broker default)" in text

@@ -22,6 +22,7 @@ from gateway.config import config_from_dict
 from gateway.discovery.store import DiscoveredStore, read_discovered
 from gateway.pipeline.reading import Reading
 from gateway.pipeline.unitcatalog import read_units
+from gateway.service.statefile import write_atomic
 
 pytestmark = pytest.mark.integration
 
@@ -283,7 +284,7 @@ async def test_run_test_tries_discovered_devices_and_writes_nothing(
     store.put_config("default", topic, json.dumps(kept))
     data = store.snapshot()
     assert data is not None
-    store.save_sync(data)
+    write_atomic(store.path, data)
     before = (state / "discovered.json").read_bytes()
     prefix = f"{u}-ha"
     cfg = config_from_dict(

@@ -9,6 +9,7 @@ from pathlib import Path
 from gateway.pipeline.normalize import NormalizeConfig, Normalizer, field_units
 from gateway.pipeline.reading import RawSample
 from gateway.pipeline.unitcatalog import UNITS_FILE, UnitCatalog, read_units
+from gateway.service.statefile import write_atomic
 
 
 def _config(**fields: dict[str, object]) -> NormalizeConfig:
@@ -40,7 +41,7 @@ def test_the_catalog_is_saved_only_when_it_changed(tmp_path: Path) -> None:
     catalog.set_device("b", {})  # no units: no entry
     data = catalog.snapshot()
     assert data is not None
-    catalog.save_sync(data)
+    write_atomic(catalog.path, data)
     assert read_units(tmp_path) == {"a": {"t": "degC"}}
     catalog.set_device("a", {"t": "degC"})
     assert catalog.snapshot() is None  # nothing new: no write
@@ -50,7 +51,7 @@ def test_the_catalog_is_saved_only_when_it_changed(tmp_path: Path) -> None:
     again.set_device("a", {"rh": "%"})
     data = again.snapshot()
     assert data is not None
-    again.save_sync(data)
+    write_atomic(again.path, data)
     assert read_units(tmp_path) == {"a": {"t": "degC", "rh": "%"}}
 
 

@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gateway.service.statefile import write_atomic
-
 __all__ = ["DISCOVERED_FILE", "DiscoveredStore", "read_discovered"]
 
 DISCOVERED_FILE = "discovered.json"
@@ -77,8 +75,3 @@ class DiscoveredStore:
         self.changed = False
         doc = {"version": 1, "configs": self.configs, "devices": self.devices}
         return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False).encode()
-
-    def save_sync(self, data: bytes) -> None:
-        """Write a :meth:`snapshot` (blocking: run it off the event loop)."""
-        assert self.path is not None
-        write_atomic(self.path, data)

@@ -16,8 +16,6 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from gateway.service.statefile import write_atomic
-
 __all__ = ["UNITS_FILE", "UnitCatalog", "read_units"]
 
 UNITS_FILE = "units.json"
@@ -40,7 +38,8 @@ def read_units(state_dir: Path) -> dict[str, dict[str, str]]:
 
 
 class UnitCatalog:
-    """The in-memory catalog; :meth:`save` writes it when it changed."""
+    """The in-memory catalog; the gateway writes its :meth:`snapshot` when it changed
+    (``gateway.service.statefile.save_snapshot``)."""
 
     def __init__(self, state_dir: Path | None = None) -> None:
         self.path = state_dir / UNITS_FILE if state_dir is not None else None
@@ -63,8 +62,3 @@ class UnitCatalog:
             return None
         self.changed = False
         return json.dumps(self.units, indent=1, sort_keys=True, ensure_ascii=False).encode()
-
-    def save_sync(self, data: bytes) -> None:
-        """Write a :meth:`snapshot` (blocking: run it off the event loop)."""
-        assert self.path is not None
-        write_atomic(self.path, data)
