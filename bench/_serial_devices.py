@@ -30,6 +30,11 @@ def main() -> None:
     parser.add_argument("--mode", choices=["stream", "polled"], required=True)
     parser.add_argument("--devices", type=int, required=True)
     parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument(
+        "--stagger",
+        action="store_true",
+        help="spread the devices' lines evenly over each period (default: all at once)",
+    )
     args = parser.parse_args()
     ptys = [SerialPty() for _ in range(args.devices)]
     print(json.dumps({"paths": [p.path for p in ptys]}), flush=True)
@@ -39,13 +44,16 @@ def main() -> None:
     by_fd = {p.master_fd: i for i, p in enumerate(ptys)}
     stdin = sys.stdin.fileno()
     period = 1.0 / args.rate
+    # A tick sends one line of every device at once, or of one device when staggered.
+    step = period / len(ptys) if args.stagger else period
+    group = 1 if args.stagger else len(ptys)
     running_until = 0.0
     start = 0.0
     tick = 0
     while True:
         now = time.monotonic()
         streaming = args.mode == "stream" and now < running_until
-        wait = max(0.0, start + tick * period - now) if streaming else 1.0
+        wait = max(0.0, start + tick * step - now) if streaming else 1.0
         fds = [stdin, *by_fd] if args.mode == "polled" else [stdin]
         ready, _, _ = select.select(fds, [], [], wait)
         if stdin in ready:
@@ -61,9 +69,10 @@ def main() -> None:
                 running_until = 0.0
                 print(json.dumps({"sent": sent, "requests": requests}), flush=True)
         now = time.monotonic()
-        if streaming and now >= start + tick * period:
-            for i, pty in enumerate(ptys):
-                pty.write(f"seq={sent[i]} t=21.5\n".encode())
+        while streaming and now >= start + tick * step:
+            for k in range(group):
+                i = (tick * group + k) % len(ptys)
+                ptys[i].write(f"seq={sent[i]} t=21.5\n".encode())
                 sent[i] += 1
             tick += 1
         if args.mode == "polled":

@@ -9,7 +9,7 @@ graceful stop, that every reading sent is stored exactly once. In the same run, 
 traffic read by a count-only pyserial-asyncio-fast reader (``_serial_floor.py``) gives
 the floor the gateway's per-reading cost is a ratio of.
 
-    python bench/serial_fleet.py                  # stream-50, polled-50, stream-200
+    python bench/serial_fleet.py                  # stream-50 (+ -spread), polled-50, stream-200
     python bench/serial_fleet.py --only polled-50 --seconds 30
     python bench/serial_fleet.py --devices 200    # stream-200 alone (--mode polled: polled-200)
 """
@@ -37,10 +37,13 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE)]
 PY = sys.executable
 RATE_HZ = 10.0
+# name: (mode, devices, spread). Spread: the devices' lines evenly apart over each period,
+# as unsynchronized sensors send them; else all devices send in step, at once.
 SCENARIOS = {
-    "stream-50": ("stream", 50),
-    "polled-50": ("polled", 50),
-    "stream-200": ("stream", 200),
+    "stream-50": ("stream", 50, False),
+    "stream-50-spread": ("stream", 50, True),
+    "polled-50": ("polled", 50, False),
+    "stream-200": ("stream", 200, False),
 }
 # Time for every port to be opened (and, polled, the first polls answered) before the window.
 SETTLE_S = 4.0
@@ -56,9 +59,10 @@ def _p(q: float, values: list[float]) -> float:
 class Devices:
     """The simulated devices (a subprocess driven over stdin/stdout)."""
 
-    def __init__(self, mode: str, n: int) -> None:
+    def __init__(self, mode: str, n: int, spread: bool = False) -> None:
         self.proc = subprocess.Popen(
-            [PY, str(HERE / "_serial_devices.py"), "--mode", mode, "--devices", str(n)],
+            [PY, str(HERE / "_serial_devices.py"), "--mode", mode, "--devices", str(n)]
+            + (["--stagger"] if spread else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -84,8 +88,8 @@ class Devices:
         self.proc.wait(10)
 
 
-def floor(mode: str, n: int, seconds: float) -> dict[str, Any]:
-    devices = Devices(mode, n)
+def floor(mode: str, n: int, seconds: float, spread: bool = False) -> dict[str, Any]:
+    devices = Devices(mode, n, spread)
     reader = subprocess.Popen(
         [PY, str(HERE / "_serial_floor.py"), "--mode", mode, *devices.paths],
         stdout=subprocess.PIPE,
@@ -140,14 +144,18 @@ def gateway(
     *,
     driver: str | None = None,
     local_store: bool = True,
+    spread: bool = False,
+    read_window: float | None = None,
 ) -> dict[str, Any]:
-    devices = Devices(mode, n)
+    devices = Devices(mode, n, spread)
+    window = {} if read_window is None else {"read_window": read_window}
     driver = driver or ("line" if mode == "stream" else "bench_polled")
     config: dict[str, Any] = {
         "gateway": {"state_dir": str(tmp / "state"), "clock_sync_check": False},
         "sinks": {"local": {"enabled": local_store}},
         "devices": {
-            f"d{i:03}": {"driver": driver, "port": path} for i, path in enumerate(devices.paths)
+            f"d{i:03}": {"driver": driver, "port": path, **window}
+            for i, path in enumerate(devices.paths)
         },
     }
     cfg = tmp / "gateway.json"
@@ -251,6 +259,15 @@ def main() -> None:
     )
     parser.add_argument("--mode", choices=["stream", "polled"], default="stream")
     parser.add_argument(
+        "--spread", action="store_true", help="with --devices: lines spread over each period"
+    )
+    parser.add_argument(
+        "--read-window",
+        type=float,
+        metavar="S",
+        help="every device's read_window (default: the driver's; 0 = a reader per port)",
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="also run stream-50 without the local store, and with a driver that parses nothing",
@@ -266,14 +283,17 @@ def main() -> None:
     if args.devices is not None:
         if args.devices < 1:
             parser.error("--devices must be at least 1")
-        SCENARIOS[f"{args.mode}-{args.devices}"] = (args.mode, args.devices)
-        args.only = [f"{args.mode}-{args.devices}"]
+        name = f"{args.mode}-{args.devices}" + ("-spread" if args.spread else "")
+        SCENARIOS[name] = (args.mode, args.devices, args.spread)
+        args.only = [name]
     for name in args.only or list(SCENARIOS):
-        mode, n = SCENARIOS[name]
-        base = floor(mode, n, args.seconds)
+        mode, n, spread = SCENARIOS[name]
+        base = floor(mode, n, args.seconds, spread)
         with tempfile.TemporaryDirectory(prefix=f"bench-serial-{name}-") as tmp:
             prof = Path(tmp) / "gateway.prof" if args.profile else None
-            gw = gateway(mode, n, args.seconds, Path(tmp), prof)
+            gw = gateway(
+                mode, n, args.seconds, Path(tmp), prof, spread=spread, read_window=args.read_window
+            )
             if prof is not None:
                 import pstats
 

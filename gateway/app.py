@@ -572,7 +572,8 @@ class Gateway:
         oldest = await self.spool.oldest_age()
         self.oldest.measured(oldest, time.monotonic())
         # Built and serialized on the loop (the counters change only here); written off it.
-        data = json.dumps(status_document(self, True, oldest), indent=1).encode()
+        # No indent: json's C encoder only serializes without one (~10× faster).
+        data = json.dumps(status_document(self, True, oldest)).encode()
         await asyncio.to_thread(write_atomic, self.status_path, data)
 
     async def _save_field_types(self) -> None:

@@ -19,7 +19,7 @@ from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 from pydantic import AfterValidator, Field, field_validator
 
 from gateway.errors import RejectedInput
-from gateway.options import Duration, Options, Size
+from gateway.options import Duration, DurationOrZero, Options, Size
 from gateway.pipeline.reading import NO_UNITS, RawSample
 from gateway.serial.framers import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -53,6 +53,9 @@ __all__ = [
 
 # Most serial sensors speak 9600 baud 8N1; it is what pyserial defaults to as well.
 DEFAULT_BAUDRATE = 9600
+# Stream ports with steady traffic are read together at most this often (see
+# gateway.serial.batchread): one wake-up per turn instead of one per line.
+DEFAULT_READ_WINDOW_S = 0.05
 # A stream device declaring expected_interval is stale after this many silent periods.
 STALE_FACTOR = 5
 # MQTT sensor payloads are small; 256 KiB leaves room for bulky JSON without letting a
@@ -84,6 +87,14 @@ class SerialOptions(Options):
     stale_after: Duration | None = Field(
         default=None,
         description="Reopen the port and flag the device stale after this long without a valid frame.",
+    )
+    read_window: DurationOrZero = Field(
+        default=DEFAULT_READ_WINDOW_S,
+        ge=0,
+        description=(
+            "Steady stream traffic is read in turns this far apart, with other ports "
+            "(fewer wake-ups); a line may be stamped up to this late. 0: read each as it comes."
+        ),
     )
 
     @field_validator("port")

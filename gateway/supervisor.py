@@ -133,8 +133,11 @@ class Supervisor:
         self, name: str, interval: float, job: Callable[[], Awaitable[None]], stats: ServiceStats
     ) -> None:
         stats.state = "running"
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
+            # On a grid of the loop's clock: jobs of one interval run in one wake-up.
+            delay = interval - loop.time() % interval
+            await asyncio.sleep(delay if delay > 0.001 else delay + interval)
             try:
                 await job()
             except SpoolError as err:

@@ -89,7 +89,9 @@ class DeliveryLoop:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            await asyncio.sleep(min(remaining, 0.05))
+            # Woken by each commit to look at the count again, not by a timer: a timer
+            # would wake a quiet host tens of times a second for nothing.
+            await self.spool.wait_for_more(name, remaining)
 
     async def _settle(self, lines: list[str], start: Position | None = None) -> bool:
         """Write ``lines`` until each one is either written or dead-lettered.

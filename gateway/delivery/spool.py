@@ -251,6 +251,7 @@ class Spool:
         self._sinks: dict[str, _SinkState] = {}
         self._pending: list[str] = []
         self._early = asyncio.Event()
+        self._arrived = asyncio.Event()  # a line came while none was pending
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._db: sqlite3.Connection | None = None
         self._bytes = 0
@@ -326,7 +327,10 @@ class Spool:
 
     def add(self, line: str) -> None:
         """Queue one line for the next group commit. Never blocks."""
-        self._pending.append(line)
+        pending = self._pending
+        if not pending:
+            self._arrived.set()
+        pending.append(line)
         self.added += 1
         if len(self._pending) >= EARLY_COMMIT_LINES:
             self._early.set()
@@ -368,8 +372,12 @@ class Spool:
                 log.exception("spool commit listener failed")
 
     async def run_commits(self) -> None:
-        """Commit pending lines every ``commit_interval`` until cancelled."""
+        """Commit pending lines ``commit_interval`` after the first of them came, until
+        cancelled (nothing pending: no timer wakes the host)."""
         while True:
+            if not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.commit_interval):
                     await self._early.wait()
@@ -464,6 +472,14 @@ class Spool:
         while state.behind == 0:
             state.event.clear()
             await state.event.wait()
+
+    async def wait_for_more(self, sink: str, timeout: float) -> None:  # noqa: ASYNC109
+        """Return at the next commit for ``sink``, or after ``timeout`` seconds."""
+        state = self._sinks[sink]
+        state.event.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await state.event.wait()
 
     async def read(self, sink: str, max_lines: int) -> Batch | None:
         """Up to ``max_lines`` undelivered lines for ``sink``, oldest first."""

@@ -134,6 +134,15 @@ def _stale_after(driver: SerialDriver[Any]) -> float | None:
     return stale_after
 
 
+def _read_window(driver: SerialDriver[Any]) -> float:
+    window: float = driver.options.read_window
+    if driver.expected_interval is not None:
+        # A frame must not wait so long that the next one comes in the same read (both
+        # would get one arrival stamp, 1 ms apart).
+        window = min(window, driver.expected_interval / 2)
+    return window
+
+
 async def _stream(
     driver: SerialDriver[Any], entry: DeviceInput, port: SerialPort, run: _Run
 ) -> None:
@@ -144,7 +153,7 @@ async def _stream(
 
     stale_after = _stale_after(driver)
     try:
-        await port.stream(on_frames, stale_after)
+        await port.stream(on_frames, stale_after, _read_window(driver))
     except DeviceUnavailable:
         if stale_after is not None and time.monotonic() - port.last_good >= stale_after:
             entry.stats.stale = True

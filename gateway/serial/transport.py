@@ -30,10 +30,13 @@ import serial_asyncio_fast
 
 from gateway.errors import DeviceUnavailable, RejectedInput
 from gateway.pipeline.intake import DeviceInput
+from gateway.serial.batchread import ReadBatcher, batcher
 from gateway.serial.framers import Framer
 from gateway.serial.ports import LineSettings, open_error
 
 __all__ = [
+    "CROWDED_READ_BYTES",
+    "MAX_CROWDED_READS",
     "READ_SIZE",
     "FdTransport",
     "NoResponse",
@@ -54,6 +57,12 @@ FrameHandler = Callable[[list[bytes]], int]
 READ_SIZE: Final = 8192
 # Writes queue in the transport beyond this many bytes only if the device does not read.
 _WRITE_HIGH_WATER: Final = 64 * 1024
+# A port read in turns with others (see batchread) whose reads bring more than one frame
+# (or CROWDED_READ_BYTES: a tty hands over at most 4 KiB per read) this many times sends
+# faster than the window: it gets a reader of its own again, so each frame keeps its own
+# arrival stamp and a flood is not held to one read per turn.
+MAX_CROWDED_READS: Final = 3
+CROWDED_READ_BYTES: Final = 2048
 # Frames nobody has asked for yet (a polled device talking between polls) are kept up
 # to this many; older ones are dropped as unsolicited, so a chatty device cannot grow
 # memory between two polls.
@@ -84,6 +93,31 @@ class FdTransport(serial_asyncio_fast.SerialTransport):
         self._fd = port.fileno()
         self._max_read_size = READ_SIZE
         self._drained = False
+        self._batcher: ReadBatcher | None = None
+
+    def read_in_batches(self, batcher: ReadBatcher | None) -> None:
+        """Be read by ``batcher`` together with other ports (None: by the loop, alone)."""
+        if batcher is self._batcher:
+            return
+        reading = self._has_reader
+        self._remove_reader()
+        self._batcher = batcher
+        if reading:
+            self._ensure_reader()
+
+    def _ensure_reader(self) -> None:
+        if self._batcher is None:
+            super()._ensure_reader()
+        elif not self._has_reader and not self._closing:
+            self._batcher.add(self._fd, self._read_ready)
+            self._has_reader = True
+
+    def _remove_reader(self) -> None:
+        if self._batcher is None:
+            super()._remove_reader()
+        elif self._has_reader:
+            self._batcher.remove(self._fd)
+            self._has_reader = False
 
     def _read_ready(self) -> None:
         try:
@@ -229,6 +263,8 @@ class SerialPort:
         self._requests = 0
         self._turns = asyncio.Lock()  # a shared bus: one device's poll at a time, in order
         self._turn_ended = 0.0
+        self._batched = False  # read in turns with other ports (stream only)
+        self._crowded = 0  # batched reads that brought more than one frame
         protocol.port = self
         if protocol.early:
             self.data_received(bytes(protocol.early))
@@ -370,6 +406,8 @@ class SerialPort:
             self.report_drops(before)
         handler = self._on_frames
         if handler is not None:
+            if self._batched and (len(frames) > 1 or len(data) >= CROWDED_READ_BYTES):
+                self._crowded_read()
             if frames:
                 try:
                     if handler(frames):
@@ -396,8 +434,14 @@ class SerialPort:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def stream(self, on_frames: FrameHandler, stale_after: float | None) -> NoReturn:
+    async def stream(
+        self, on_frames: FrameHandler, stale_after: float | None, read_window: float = 0.0
+    ) -> NoReturn:
         """Hand every frame to ``on_frames`` until the port fails or goes stale.
+
+        With a ``read_window`` (seconds), steady traffic is read in turns with the other
+        stream ports of that window (:mod:`gateway.serial.batchread`), until reads bring
+        more than one frame (or :data:`CROWDED_READ_BYTES`) :data:`MAX_CROWDED_READS` times.
 
         Raises DeviceUnavailable: unplugged or closed, or no good frame (``on_frames``
         returned 0) for ``stale_after`` seconds.
@@ -410,6 +454,9 @@ class SerialPort:
                 self.last_good = time.monotonic()
         self._on_frames = on_frames
         loop = asyncio.get_running_loop()
+        if read_window > 0 and isinstance(self._transport, FdTransport):
+            self._transport.read_in_batches(batcher(read_window))
+            self._batched = True
         try:
             while True:
                 self._check_open()
@@ -431,6 +478,21 @@ class SerialPort:
                     self._waiter = None
         finally:
             self._on_frames = None
+            self._read_alone()
+
+    def _read_alone(self) -> None:
+        if self._batched and isinstance(self._transport, FdTransport):
+            self._transport.read_in_batches(None)
+        self._batched = False
+
+    def _crowded_read(self) -> None:
+        self._crowded += 1
+        if self._crowded >= MAX_CROWDED_READS:
+            self._read_alone()
+            self._entry.log.info(
+                "frames come faster than the read window; this port is read on its own",
+                port=self.path,
+            )
 
     async def close(self) -> None:
         """Close the port (off the loop), waiting a bounded time for it to be closed."""

@@ -53,7 +53,8 @@ async def run_serial_driver(
     timeout: float = 30.0,  # noqa: ASYNC109 - the run's bound, not a wrapper's
     normalize: NormalizeConfig | None = None,
 ) -> SerialRun:
-    """Run ``driver`` until ``readings`` readings were accepted (or ``until(run)``).
+    """Run ``driver`` until ``readings`` readings were accepted (or ``until(run)``);
+    ``run.readings`` then holds the first ``readings`` of them.
 
     Returns early if the device goes away (``run.ended`` says why). Raises
     ``TimeoutError`` naming the counters when ``timeout`` seconds pass first.
@@ -84,6 +85,9 @@ async def run_serial_driver(
                     await task
             if task.done() and not task.cancelled():
                 run.ended = task.exception()
+            if until is None and readings is not None:
+                # One read can bring several frames (a burst, or lines read in turns).
+                del run.readings[readings:]
             return run
         finally:
             await spool.close()
