@@ -74,6 +74,7 @@ async def measure(tmp: Path, n: int, devices: int) -> dict[str, Any]:
         drivers[f"bench/{name}/state"] = driver
         hub.add_device(driver, pipeline.device(name, spec.section))
     raw = build(n, devices, "bench")
+
     def dispatch_all() -> None:
         for t, p in raw:
             hub._dispatch(t, p)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import structlog
 
 from gateway.backoff import Backoff
+from gateway.clockgrid import next_tick
 from gateway.errors import SpoolError
 from gateway.telemetry.stats import RateLimit
 
@@ -136,8 +137,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         while True:
             # On a grid of the loop's clock: jobs of one interval run in one wake-up.
-            delay = interval - loop.time() % interval
-            await asyncio.sleep(delay if delay > 0.001 else delay + interval)
+            now = loop.time()
+            await asyncio.sleep(next_tick(now, interval) - now)
             try:
                 await job()
             except SpoolError as err:

@@ -12,9 +12,13 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from gateway.clockgrid import next_tick
 from gateway.delivery.loop import DeliveryLoop
 from gateway.delivery.spool import Spool
 from gateway.sinks.local import LocalSink, LocalStore
+from gateway.supervisor import Supervisor
 
 
 class CountingLoop(asyncio.SelectorEventLoop):
@@ -96,3 +100,35 @@ def test_a_sink_waiting_to_fill_a_batch_is_woken_by_commits_not_a_timer(
     waiting, behind = _run(main)
     assert waiting == 0, f"{waiting} timers while waiting for a batch"
     assert behind == 0
+
+
+def test_next_tick_is_the_next_multiple_of_the_interval() -> None:
+    assert next_tick(0.0, 0.05) == pytest.approx(0.05)
+    assert next_tick(1.23, 0.2) == pytest.approx(1.4)
+    assert next_tick(1.3995, 0.2) == pytest.approx(1.6)  # not within a millisecond
+
+
+async def test_periodic_jobs_of_one_interval_run_in_the_same_wake_up() -> None:
+    loop = asyncio.get_running_loop()
+    runs: dict[str, list[float]] = {"a": [], "b": []}
+
+    def job(name: str) -> Any:
+        async def run() -> None:
+            runs[name].append(loop.time())
+
+        return run
+
+    supervisor = Supervisor(on_fatal=lambda *_: None)
+    supervisor.every("a", 0.2, job("a"))
+    await asyncio.sleep(0.07)  # started apart, they still fall due together
+    supervisor.every("b", 0.2, job("b"))
+    try:
+        async with asyncio.timeout(5):
+            while len(runs["a"]) < 4 or len(runs["b"]) < 3:
+                await asyncio.sleep(0.01)
+    finally:
+        await supervisor.stop(within=1.0)
+    pairs = [(a, b) for a in runs["a"] for b in runs["b"] if abs(a - b) < 0.1]
+    assert len(pairs) >= 3
+    # Due at the same instant, so run by one turn of the loop (70 ms apart before).
+    assert all(abs(a - b) < 0.005 for a, b in pairs), pairs

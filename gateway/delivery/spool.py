@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import structlog
 
+from gateway.clockgrid import next_tick
 from gateway.errors import SpoolError
 from gateway.pipeline.timesource import TimeSource
 from gateway.telemetry.stats import RateLimit
@@ -372,14 +373,16 @@ class Spool:
                 log.exception("spool commit listener failed")
 
     async def run_commits(self) -> None:
-        """Commit pending lines ``commit_interval`` after the first of them came, until
+        """Commit pending lines within ``commit_interval`` of the first of them, until
         cancelled (nothing pending: no timer wakes the host)."""
         while True:
             if not self._pending:
                 self._arrived.clear()
                 await self._arrived.wait()
+            # Within commit_interval, on the grid serial reads in turns use too.
+            due = next_tick(asyncio.get_running_loop().time(), self.commit_interval)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.commit_interval):
+                async with asyncio.timeout_at(due):
                     await self._early.wait()
             self._early.clear()
             await self.commit()

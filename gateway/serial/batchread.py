@@ -9,8 +9,9 @@ descriptor:
 * After a quiet window (no read for ``window`` seconds), bytes are read as they come
   for :data:`GATHER_S`: a lone line, or a burst of devices sending together.
 * Bytes still coming after that are steady traffic: the batcher stops watching and
-  reads every port with bytes waiting one window after its last read, then again each
-  window for as long as each turn finds bytes. A turn that finds none hands the ports
+  reads every port with bytes waiting at the next multiple of the window on the loop's
+  clock (:mod:`gateway.clockgrid`: the spool's commits fall on the same grid), then
+  again each window for as long as each turn finds bytes. A turn that finds none hands the ports
   back to the loop's watch.
 
 So a lone or slow device is read the moment its line arrives, and a busy fleet costs
@@ -28,6 +29,8 @@ import contextlib
 import select
 import weakref
 from collections.abc import Callable
+
+from gateway.clockgrid import next_tick
 
 __all__ = ["GATHER_S", "ReadBatcher", "batcher"]
 
@@ -107,13 +110,13 @@ class ReadBatcher:
             return
         loop.remove_reader(self._epoll.fileno())
         self._watching = False
-        self._timer = loop.call_at(self._last_read + self.window, self._turn)
+        self._timer = loop.call_at(next_tick(now, self.window), self._turn)
 
     def _turn(self) -> None:
         self._timer = None
         now = self._loop.time()
         if self._read_all(now) and self._readers:
-            self._timer = self._loop.call_at(now + self.window, self._turn)
+            self._timer = self._loop.call_at(next_tick(now, self.window), self._turn)
         else:
             self._watch()  # a window without bytes: read as they come again
 

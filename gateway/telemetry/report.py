@@ -350,11 +350,15 @@ def self_metric_readings(gw: Gateway, oldest_age: float | None) -> list[Reading]
     ttl = gw.loss.seconds(spool)
     if ttl is not None:
         fields["time_to_loss_s"] = float(ttl)
-    readings.append(Reading(SELF_MEASUREMENT, {**host, "kind": "spool", "name": "spool"}, fields, now))
+    readings.append(
+        Reading(SELF_MEASUREMENT, {**host, "kind": "spool", "name": "spool"}, fields, now)
+    )
     clock: dict[str, float | int] = {"steps": gw.time.steps, "unsynced": int(gw.time.unsynced)}
     if gw.time.last_step_s is not None:
         clock["last_step_s"] = float(gw.time.last_step_s)
-    readings.append(Reading(SELF_MEASUREMENT, {**host, "kind": "clock", "name": "clock"}, clock, now))
+    readings.append(
+        Reading(SELF_MEASUREMENT, {**host, "kind": "clock", "name": "clock"}, clock, now)
+    )
     failures = {
         f"failures_{metric_key(name)}": s.failures for name, s in gw.supervisor.stats.items()
     }
