@@ -41,6 +41,18 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return _stat_cpu(Path(f"/proc/{pid}/stat").read_text())
 
 
+def run_seconds(pid: int | str) -> float:
+    """CPU time of a process's threads in seconds, to the nanosecond (schedstat): for
+    figures too small for :func:`cpu_seconds`' clock ticks of 10 ms."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):  # a thread that just ended
+            continue
+    return total / 1e9
+
+
 def _stat_cpu(text: str) -> float:
     # The command name may contain spaces and parentheses: split after the last ")".
     fields = text[text.rindex(")") + 2 :].split()

@@ -2,7 +2,8 @@
 
 For each scenario the devices run in one process (``_serial_devices.py``) and the gateway
 in another (``_serial_gateway.py``: ``run_gateway`` as ``sensor-gateway run`` does it,
-default settings, the local store as the sink). Over a ``--seconds`` window it measures
+default settings, the local store as the sink). Stream scenarios first measure the
+gateway's CPU with every port open and silent (idle). Over a ``--seconds`` window it measures
 the gateway's CPU (% of one core and µs per reading), its RSS, the p99 poll jitter seen
 by the polled devices (|interval between two requests − poll_interval|), and, after a
 graceful stop, that every reading sent is stored exactly once. In the same run, the same
@@ -30,7 +31,15 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
-from _common import ROOT, cpu_seconds, machine, status_kib, wait_quiet, write_result
+from _common import (
+    ROOT,
+    cpu_seconds,
+    machine,
+    run_seconds,
+    status_kib,
+    wait_quiet,
+    write_result,
+)
 
 HERE = Path(__file__).resolve().parent
 # The helpers beside this file are imported after the installed packages.
@@ -47,6 +56,8 @@ SCENARIOS = {
 }
 # Time for every port to be opened (and, polled, the first polls answered) before the window.
 SETTLE_S = 4.0
+# Stream scenarios first measure the gateway with every port open and silent this long.
+IDLE_S = 5.0
 
 
 def _p(q: float, values: list[float]) -> float:
@@ -169,6 +180,11 @@ def gateway(
         time.sleep(SETTLE_S)
         if gw.poll() is not None:
             raise RuntimeError(f"gateway exited: {(tmp / 'gateway.log').read_text()[-2000:]}")
+        idle_ms_per_s = None
+        if mode == "stream":  # silent until "go": what the gateway costs doing nothing
+            run0, t0 = run_seconds(gw.pid), time.monotonic()
+            time.sleep(IDLE_S)
+            idle_ms_per_s = round(1000 * (run_seconds(gw.pid) - run0) / (time.monotonic() - t0), 2)
         cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
         devices.go(seconds)
         rss_peak = 0
@@ -209,6 +225,7 @@ def gateway(
         "lost": lost if checked else None,
         "stored_twice": twice if checked else None,
         "exit_code": code,
+        "idle_cpu_ms_per_s": idle_ms_per_s,
     }
     if mode == "polled":
         out["poll_jitter_ms"] = _jitter(result["requests"])
@@ -307,6 +324,11 @@ def main() -> None:
             f"({gw['us_per_reading']} µs/reading, {gw['ratio_to_floor']}× the count-only "
             f"floor of {base['us_per_reading']} µs), RSS {gw['rss_mb_peak']} MB, "
             f"lost {gw['lost']}, twice {gw['stored_twice']}"
+            + (
+                f", idle {gw['idle_cpu_ms_per_s']} ms CPU/s"
+                if gw["idle_cpu_ms_per_s"] is not None
+                else ""
+            )
             + (
                 f", p99 poll jitter {jitter} ms (floor's {base['poll_jitter_ms']['p99']} ms)"
                 if jitter is not None

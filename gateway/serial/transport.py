@@ -11,7 +11,9 @@ Bytes are framed as they arrive, in the transport's ``data_received`` (an asynci
 protocol on pyserial-asyncio-fast, no stream reader between): a stream device's frames
 go straight to the core's handler, with no task switch per read. :class:`FdTransport`
 reads the port's descriptor directly (one ``read`` per wake-up, not pyserial's
-``select`` + ``read``), up to :data:`READ_SIZE` bytes at a time.
+``select`` + ``read``), up to :data:`READ_SIZE` bytes at a time. A stream port with
+steady traffic is read in turns with the other stream ports, one wake-up for all of them
+(:mod:`gateway.serial.batchread`, the device's ``read_window``).
 """
 
 from __future__ import annotations
