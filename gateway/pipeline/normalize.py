@@ -16,8 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Final, Literal, Self
+from typing import Final, Literal, NamedTuple, Self
 
 from pydantic import (
     BaseModel,
@@ -201,9 +200,9 @@ class NormalizeConfig(BaseModel):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class NormalizeResult:
-    """What ``Normalizer.apply`` made of one sample.
+class NormalizeResult(NamedTuple):
+    """What ``Normalizer.apply`` made of one sample (a tuple: one per reading, built
+    in a third of a frozen dataclass's time).
 
     Attributes:
         reading: the reading, or None when no field survived.

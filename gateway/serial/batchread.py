@@ -11,12 +11,12 @@ descriptor:
 * Bytes still coming after that are steady traffic: the batcher stops watching and
   reads every port with bytes waiting at the next multiple of the window on the loop's
   clock (:mod:`gateway.clockgrid`: the spool's commits fall on the same grid), then
-  again each window for as long as each turn finds bytes. A turn that finds none hands the ports
-  back to the loop's watch.
+  again each window for as long as each turn finds bytes. A turn that finds none hands
+  the ports back to the loop's watch.
 
 So a lone or slow device is read the moment its line arrives, and a busy fleet costs
-about one wake-up per window. The price is time: in steady traffic a line waits up to one window before it
-is read and stamped with its arrival time. USB serial adapters
+about one wake-up per window. The price is time: in steady traffic a line waits up to
+one window before it is read and stamped with its arrival time. USB serial adapters
 hold bytes back already (FTDI's latency timer is 16 ms by default), so a window of tens
 of milliseconds changes little; a device's ``read_window = 0`` gives it a reader of its
 own again.
