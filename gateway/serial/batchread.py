@@ -32,11 +32,14 @@ from collections.abc import Callable
 
 from gateway.clockgrid import next_tick
 
-__all__ = ["GATHER_S", "ReadBatcher", "batcher"]
+__all__ = ["AVAILABLE", "GATHER_S", "ReadBatcher", "batcher"]
 
 ReadReady = Callable[[], None]
 
-_EVENTS = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
+AVAILABLE = hasattr(select, "epoll")
+"""Read turns need epoll (Linux); elsewhere every port keeps a reader of its own."""
+
+_EVENTS = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP if AVAILABLE else 0
 
 GATHER_S = 0.005
 """After a quiet window, bytes are read as they come for this long (one line, or a burst

@@ -32,7 +32,8 @@ import serial_asyncio_fast
 
 from gateway.errors import DeviceUnavailable, RejectedInput
 from gateway.pipeline.intake import DeviceInput
-from gateway.serial.batchread import ReadBatcher, batcher
+from gateway.serial import batchread
+from gateway.serial.batchread import ReadBatcher
 from gateway.serial.framers import Framer
 from gateway.serial.ports import LineSettings, open_error
 
@@ -456,8 +457,8 @@ class SerialPort:
                 self.last_good = time.monotonic()
         self._on_frames = on_frames
         loop = asyncio.get_running_loop()
-        if read_window > 0 and isinstance(self._transport, FdTransport):
-            self._transport.read_in_batches(batcher(read_window))
+        if read_window > 0 and batchread.AVAILABLE and isinstance(self._transport, FdTransport):
+            self._transport.read_in_batches(batchread.batcher(read_window))
             self._batched = True
         try:
             while True:
