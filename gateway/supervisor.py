@@ -135,10 +135,13 @@ class Supervisor:
     ) -> None:
         stats.state = "running"
         loop = asyncio.get_running_loop()
+        # The first run one interval after the start (self-metrics, for one, are
+        # readings: none in the first minute); then on a grid of the loop's clock, so
+        # jobs of one interval run in one wake-up.
+        due = loop.time() + interval
         while True:
-            # On a grid of the loop's clock: jobs of one interval run in one wake-up.
-            now = loop.time()
-            await asyncio.sleep(next_tick(now, interval) - now)
+            await asyncio.sleep(due - loop.time())
+            due = next_tick(loop.time(), interval)
             try:
                 await job()
             except SpoolError as err:
