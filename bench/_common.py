@@ -6,6 +6,7 @@ Benchmarks are scripts, not tests: each prints its figures and writes
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,19 @@ def use_test_helpers() -> None:
 def cpu_seconds(pid: int | str = "self") -> float:
     """utime + stime of a process (all its threads), in seconds."""
     return _stat_cpu(Path(f"/proc/{pid}/stat").read_text())
+
+
+def per_item_us(fn: Callable[[], None], n: int, repeat: int = 3) -> float:
+    """µs per item of ``fn``, which processes ``n`` items (best of ``repeat``, GC off)."""
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        gc.disable()
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        gc.enable()
+    return best / n * 1e6
 
 
 def run_seconds(pid: int | str) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import gzip
 import tempfile
 import time
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import use_test_helpers, wait_quiet, write_result
+from _common import per_item_us, use_test_helpers, wait_quiet, write_result
 from _publisher import build
 
 use_test_helpers()
@@ -38,19 +37,6 @@ from gateway.pipeline.intake import Pipeline  # noqa: E402
 from gateway.pipeline.lineprotocol import encode  # noqa: E402
 
 BUDGET_US = 10.0
-
-
-def per_item_us(fn: Callable[[], None], n: int) -> float:
-    """µs per item of ``fn``, which processes ``n`` items (best of 3, GC off)."""
-    best = float("inf")
-    for _ in range(3):
-        gc.collect()
-        gc.disable()
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-        gc.enable()
-    return best / n * 1e6
 
 
 async def measure(tmp: Path, n: int, devices: int) -> dict[str, Any]:

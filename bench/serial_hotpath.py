@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import use_test_helpers, wait_quiet, write_result
+from _common import per_item_us, use_test_helpers, wait_quiet, write_result
 
 use_test_helpers()
 
@@ -36,19 +34,6 @@ from gateway.pipeline.normalize import NormalizeConfig  # noqa: E402
 from gateway.serial import runner  # noqa: E402
 from gateway.serial.transport import PortProtocol, SerialPort  # noqa: E402
 from gateway.sinks.local import LocalStore  # noqa: E402
-
-
-def per_item_us(fn: Callable[[], None], n: int) -> float:
-    """µs per item of ``fn``, which processes ``n`` items (best of 5, GC off)."""
-    best = float("inf")
-    for _ in range(5):
-        gc.collect()
-        gc.disable()
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-        gc.enable()
-    return round(best / n * 1e6, 2)
 
 
 class _NoWrites:
@@ -139,15 +124,20 @@ async def measure(tmp: Path, n: int) -> dict[str, Any]:
         for line in lines:
             parse(line)
 
-    stages = {
-        "whole path: data_received → framing, parse, submit, Spool.add": per_item_us(whole, n),
-        "line framer": per_item_us(framing, n),
-        "line kv parse": per_item_us(parsing, n),
-        "submit (normalize, field types, stamp, encode, Spool.add)": per_item_us(submitting, n),
-        "normalize": per_item_us(normalizing, n),
-        "line protocol encode": per_item_us(encoding, n),
-        "line protocol parse (the local store's)": per_item_us(reparsing, n),
+    timed = {
+        "whole path: data_received → framing, parse, submit, Spool.add": per_item_us(
+            whole, n, repeat=5
+        ),
+        "line framer": per_item_us(framing, n, repeat=5),
+        "line kv parse": per_item_us(parsing, n, repeat=5),
+        "submit (normalize, field types, stamp, encode, Spool.add)": per_item_us(
+            submitting, n, repeat=5
+        ),
+        "normalize": per_item_us(normalizing, n, repeat=5),
+        "line protocol encode": per_item_us(encoding, n, repeat=5),
+        "line protocol parse (the local store's)": per_item_us(reparsing, n, repeat=5),
     }
+    stages = {name: round(us, 2) for name, us in timed.items()}
     stages.update(in_turns(port, spool, chunks))
     await spool.close()
 

@@ -333,7 +333,7 @@ class Spool:
             self._arrived.set()
         pending.append(line)
         self.added += 1
-        if len(self._pending) >= EARLY_COMMIT_LINES:
+        if len(pending) >= EARLY_COMMIT_LINES:
             self._early.set()
 
     def add_many(self, lines: Iterable[str]) -> None:

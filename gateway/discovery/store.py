@@ -50,22 +50,18 @@ class DiscoveredStore:
 
     def put_config(self, broker: str, topic: str, payload: str | None) -> None:
         """Keep (or, with None, forget) one config message."""
-        configs = self.configs.setdefault(broker, {})
-        if payload is None:
-            if configs.pop(topic, None) is not None:
-                self.changed = True
-        elif configs.get(topic) != payload:
-            configs[topic] = payload
-            self.changed = True
+        self._put(self.configs.setdefault(broker, {}), topic, payload)
 
     def put_device(self, broker: str, name: str, info: dict[str, Any] | None) -> None:
         """Describe (or, with None, forget) one discovered device."""
-        devices = self.devices.setdefault(broker, {})
-        if info is None:
-            if devices.pop(name, None) is not None:
+        self._put(self.devices.setdefault(broker, {}), name, info)
+
+    def _put(self, table: dict[str, Any], key: str, value: Any) -> None:
+        if value is None:
+            if table.pop(key, None) is not None:
                 self.changed = True
-        elif devices.get(name) != info:
-            devices[name] = info
+        elif table.get(key) != value:
+            table[key] = value
             self.changed = True
 
     def snapshot(self) -> bytes | None:

@@ -76,7 +76,7 @@ class ReadBatcher:
         else:
             self._epoll.register(fd, _EVENTS)
         self._readers[fd] = read_ready
-        if self._timer is None and not self._watching:
+        if self._timer is None:  # no turn due: the loop must watch (if it does not yet)
             self._watch()
 
     def remove(self, fd: int) -> bool:
