@@ -32,6 +32,9 @@ __all__ = [
 
 _NUMBER: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER: Final = re.compile(r"[+-]?\d+")
+_SIGNS: Final = ("+", "-")
+# What an ASCII number's digits (after the sign) start and end with.
+_NUMBER_DIGITS: Final = frozenset("0123456789.")
 # The spellings C printf, Python and ESPHome use for non-finite values. They are kept as
 # float NaN/±inf so the normalizer can drop and count them (reason "nan").
 _SPECIAL: Final = {
@@ -98,12 +101,20 @@ def parse_scalar(text: str) -> int | float | bool | str:
     normalizer drops those per field and counts them. Python's looser spellings (``1_000``,
     ``0x10``, surrounding blanks) stay strings.
     """
-    if _INTEGER.fullmatch(text):
-        try:
-            return int(text)
-        except ValueError:  # over sys.get_int_max_str_digits(): keep it as a (huge) float
-            return float(text)
-    if _NUMBER.fullmatch(text):
+    # ASCII numbers, the common case, without a regex: they are exactly the ASCII
+    # strings int() or float() read that start and end as _NUMBER does and hold no "_".
+    if text.isascii():
+        digits = text[1:] if text[:1] in _SIGNS else text
+        if digits.isdigit():
+            return _integer(text)
+        if digits[:1] in _NUMBER_DIGITS and text[-1] in _NUMBER_DIGITS and "_" not in text:
+            try:
+                return float(text)
+            except ValueError:  # "1.2.3", "1e", "0x1": not a number
+                pass
+    elif _INTEGER.fullmatch(text):
+        return _integer(text)
+    elif _NUMBER.fullmatch(text):
         return float(text)
     lowered = text.lower()
     special = _SPECIAL.get(lowered)
@@ -113,6 +124,13 @@ def parse_scalar(text: str) -> int | float | bool | str:
     if boolean is not None:
         return boolean
     return text
+
+
+def _integer(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:  # over sys.get_int_max_str_digits(): keep it as a (huge) float
+        return float(text)
 
 
 def loads_json(text: str) -> object:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any, get_args
@@ -11,6 +12,7 @@ from typing import Any, get_args
 import pytest
 from driver_cases.cases import Case, cases, run
 
+from devices._parsing import _BOOLS, _INTEGER, _NUMBER, _SPECIAL, parse_scalar
 from devices.line import LineDriver, LineOptions
 from devices.line.simulator import LineFormat, LineSimulator
 from gateway.config import config_from_dict
@@ -112,6 +114,59 @@ def test_messages_name_the_bad_input_and_cut_it_short() -> None:
         _driver().parse(b"x" * 3000)
     assert len(str(info.value)) < 200
     assert "xxxxx" in str(info.value)
+
+
+def _scalar_by_pattern(text: str) -> object:
+    """parse_scalar's definition: the regexes it used before its ASCII fast path."""
+    if _INTEGER.fullmatch(text):
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    lowered = text.lower()
+    for table in (_SPECIAL, _BOOLS):
+        if lowered in table:
+            return table[lowered]
+    return text
+
+
+def _same(a: object, b: object) -> bool:
+    if type(a) is not type(b):
+        return False
+    return (math.isnan(b)) if isinstance(a, float) and math.isnan(a) else a == b  # type: ignore[arg-type]
+
+
+def _random_texts(alphabet: str, count: int, longest: int) -> list[str]:
+    rnd = random.Random(20261130)
+    return ["".join(rnd.choices(alphabet, k=rnd.randint(0, longest))) for _ in range(count)]
+
+
+def test_scalar_fast_path_reads_exactly_what_the_patterns_read() -> None:
+    edge = ["", "+", "-", ".", "1.", ".5", "1e5", "1.e5", "-.5e-3", "1e", "0x1", "1_0", " 1",
+            "1 ", "+-1", "--1", "nan", "-inf", "+Infinity", "TRUE", "١٢", "²", "1" * 5000,
+            "-" + "1" * 5000, "1.5.5", "1e+5", "+.5E3"]  # fmt: skip
+    texts = edge + _random_texts("0123456789+-.eE_ xnaifINtrue\t\x1c١²", 50_000, 7)
+    wrong = [t for t in texts if not _same(parse_scalar(t), _scalar_by_pattern(t))]
+    assert wrong == []
+
+
+def test_kv_fast_split_agrees_with_the_general_one() -> None:
+    """Blank/comma-separated kv lines: the fast split gives the same pairs, or the same
+    rejection, as the general one on any line."""
+    driver = _driver()
+    texts = _random_texts("ab=1 ,=\t\x1c\x00é", 30_000, 12)
+    for text in texts:
+        try:
+            expected: object = driver._split_kv(text)
+        except RejectedInput as err:
+            expected = ("rejected", str(err), err.reason)
+        try:
+            got: object = driver._split_kv_blanks(text)
+        except RejectedInput as err:
+            got = ("rejected", str(err), err.reason)
+        assert got == expected, text
 
 
 # -- the simulator ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.pipeline.normalize import FieldRule, NormalizeConfig, Normalizer, NormalizeResult
-from gateway.pipeline.reading import RawSample
+from gateway.pipeline.reading import RawSample, Reading
 
 NOW = 1_700_000_000_000_000_000
 SECOND = 1_000_000_000
@@ -515,3 +516,25 @@ def test_config_is_frozen() -> None:
 def test_empty_device_name_is_refused() -> None:
     with pytest.raises(ValueError, match="device name"):
         Normalizer("", NormalizeConfig())
+
+
+def test_samples_and_readings_stay_frozen_dataclasses() -> None:
+    """Their hand-written constructors (faster on the hot path) keep the dataclass
+    behaviour: defaults, a fresh tags dict each, equality, replace, no assignment."""
+    a, b = RawSample({"t": 1.0}), RawSample({"t": 1.0})
+    assert a == b
+    assert a.tags == {}
+    assert a.tags is not b.tags
+    assert (a.time_ns, a.measurement) == (None, None)
+    assert dataclasses.replace(a, time_ns=5) == RawSample({"t": 1.0}, {}, 5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.time_ns = 1  # type: ignore[misc]
+    reading = Reading("m", {"k": "v"}, {"t": 1.0}, 7)
+    assert reading.units == {}
+    assert reading.units is not Reading("m", {}, {"t": 1.0}, 7).units
+    assert dataclasses.replace(reading, time_ns=8).time_ns == 8
+    assert repr(reading) == (
+        "Reading(measurement='m', tags={'k': 'v'}, fields={'t': 1.0}, time_ns=7, units={})"
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        reading.fields = {}  # type: ignore[misc]

@@ -208,12 +208,13 @@ class LineDriver(SerialDriver[LineOptions]):
         self._encoding = options.encoding
         self._skip = tuple(options.skip_prefix)
         self._time_field = options.time_field
+        self._json = options.format == "json"
         self._split: Callable[[str], dict[str, str]]
         if options.format == "kv":
             sep = options.separator
             self._kv_split = _DEFAULT_SEPARATOR.split if sep is None else _literal_split(sep)
             self._kv_delim = options.kv_delimiter
-            self._split = self._split_kv
+            self._split = self._split_kv_blanks if sep is None else self._split_kv
         elif options.format == "csv":
             self._columns = check_columns(options.columns)
             self._delimiter = options.delimiter
@@ -227,17 +228,36 @@ class LineDriver(SerialDriver[LineOptions]):
         text = decode_text(frame, self._encoding).strip()
         if not text or text.startswith(self._skip):
             return []
-        if self.options.format == "json":
+        if self._json:
             return [self._parse_json(text)]
         raw = self._split(text)
         time_ns = None
         if self._time_field is not None and (stamp := raw.pop(self._time_field, "")):
             time_ns = _time_ns(self._time_field, stamp)
-        fields = {name: parse_scalar(value) for name, value in raw.items() if value}
+        fields = {}
+        for name, value in raw.items():  # a loop, not a comprehension: 3.11 makes that a call
+            if value:
+                fields[name] = parse_scalar(value)
         if not fields:
             msg = f"no fields in line {excerpt(text)}"
             raise RejectedInput(msg, reason="empty")
         return [RawSample(fields, time_ns=time_ns)]
+
+    def _split_kv_blanks(self, text: str) -> dict[str, str]:
+        """``_split_kv`` for the default separator (blanks and/or commas), faster.
+
+        ``str.split()`` cuts at the same whitespace as the pattern's ``\\s``, and its
+        tokens hold no blanks to strip. Anything unusual goes to ``_split_kv``, which
+        says what is wrong.
+        """
+        pairs: dict[str, str] = {}
+        delim = self._kv_delim
+        for token in text.replace(",", " ").split():
+            key, found, value = token.partition(delim)
+            if not found or not key or key in pairs or not key.isprintable():
+                return self._split_kv(text)
+            pairs[key] = value
+        return pairs
 
     def _split_kv(self, text: str) -> dict[str, str]:
         pairs: dict[str, str] = {}

@@ -20,21 +20,25 @@ class FieldTypes:
     """Pins and enforces field types. ``new`` collects pins not yet saved to disk."""
 
     def __init__(self, known: dict[tuple[str, str], str] | None = None) -> None:
-        self._types: dict[tuple[str, str], str] = dict(known or {})
+        # measurement → field → type: no key tuple to build per field on the hot path.
+        self._types: dict[str, dict[str, str]] = {}
+        for (measurement, name), kind in (known or {}).items():
+            self._types.setdefault(measurement, {})[name] = kind
         self.new: list[tuple[str, str, str]] = []
 
     def check(self, reading: Reading) -> tuple[Reading | None, list[tuple[str, str]]]:
         """The reading with coerced fields, and (field, message) for each field dropped."""
-        types = self._types
         measurement = reading.measurement
+        types = self._types.get(measurement)
+        if types is None:
+            types = self._types[measurement] = {}
         changed: dict[str, FieldValue] | None = None
         problems: list[tuple[str, str]] = []
         for name, value in reading.fields.items():
             actual = _TYPE_NAMES[type(value)]
-            key = (measurement, name)
-            pinned = types.get(key)
+            pinned = types.get(name)
             if pinned is None:
-                types[key] = actual
+                types[name] = actual
                 self.new.append((measurement, name, actual))
                 continue
             if pinned == actual:

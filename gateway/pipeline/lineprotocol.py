@@ -292,8 +292,7 @@ def encode(reading: Reading) -> str:
     # A field key this many characters long surely fits the key limit (≤ 4 bytes a char).
     room = MAX_KEY_BYTES - 4 - prefix_bytes
     safe_chars = room // 4
-    parts = [prefix]
-    sep = " "
+    parts: list[str] = []
     for key, value in fields.items():
         try:
             name = _field_key(key)
@@ -320,13 +319,8 @@ def encode(reading: Reading) -> str:
             text = _format_str(key, value)
         else:
             text = _format_other(key, value)
-        parts.append(sep)
-        parts.append(name)
-        parts.append(text)
-        sep = ","
-    parts.append(" ")
-    parts.append(str(time_ns))
-    return "".join(parts)
+        parts.append(name + text)
+    return f"{prefix} {','.join(parts)} {time_ns}"
 
 
 def encode_many(

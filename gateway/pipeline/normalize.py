@@ -444,17 +444,22 @@ class Normalizer:
         dropped: list[tuple[str, DropReason]] | None = None
         flagged: list[str] | None = None
         rules = self._rules
+        keep_unlisted = self._keep_unlisted
         for source, raw in sample.fields.items():
             if raw is None:
                 continue
             rule = rules.get(source)
             if rule is not None:
                 out, step, flag_name = rule
-            elif not self._keep_unlisted or source in self._skip:
+            elif not keep_unlisted or source in self._skip:
                 continue
             elif source in self._shadowed:
                 dropped = dropped or []
                 dropped.append((source, "duplicate"))
+                continue
+            elif type(raw) is float and raw - raw == 0.0:
+                # _passthrough's common case inline (finite: inf - inf and nan are nan).
+                fields[source] = raw
                 continue
             else:
                 out, step, flag_name = source, _passthrough, ""
