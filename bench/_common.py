@@ -68,6 +68,29 @@ def run_seconds(pid: int | str) -> float:
     return total / 1e9
 
 
+def thread_activity(pid: int) -> dict[str, tuple[float, int]]:
+    """Per thread name: CPU seconds (schedstat) and context switches so far; the
+    process's main thread is ``event loop``, unnamed threads add up under ``other``."""
+    out: dict[str, tuple[float, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            run_ns = int((task / "schedstat").read_text().split()[0])
+            status = (task / "status").read_text()
+            name = (task / "comm").read_text().strip()
+        except (OSError, IndexError, ValueError):  # a thread that just ended
+            continue
+        switches = sum(
+            int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line
+        )
+        if task.name == str(pid):
+            name = "event loop"
+        elif name.startswith("python"):
+            name = "other"
+        cpu, count = out.get(name, (0.0, 0))
+        out[name] = (cpu + run_ns / 1e9, count + switches)
+    return out
+
+
 def _stat_cpu(text: str) -> float:
     # The command name may contain spaces and parentheses: split after the last ")".
     fields = text[text.rindex(")") + 2 :].split()

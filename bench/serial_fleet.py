@@ -37,6 +37,7 @@ from _common import (
     machine,
     run_seconds,
     status_kib,
+    thread_activity,
     wait_quiet,
     write_result,
 )
@@ -186,12 +187,14 @@ def gateway(
             time.sleep(IDLE_S)
             idle_ms_per_s = round(1000 * (run_seconds(gw.pid) - run0) / (time.monotonic() - t0), 2)
         cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
+        threads0 = thread_activity(gw.pid)
         devices.go(seconds)
         rss_peak = 0
         while time.monotonic() < t0 + seconds:
             time.sleep(min(1.0, max(0.0, t0 + seconds - time.monotonic())))
             rss_peak = max(rss_peak, status_kib(gw.pid, "VmRSS"))
         cpu1, t1 = cpu_seconds(gw.pid), time.monotonic()
+        threads1 = thread_activity(gw.pid)
         rss_end = status_kib(gw.pid, "VmRSS")
         result = devices.stop()
         time.sleep(2.0)  # the last readings reach the spool
@@ -226,6 +229,17 @@ def gateway(
         "stored_twice": twice if checked else None,
         "exit_code": code,
         "idle_cpu_ms_per_s": idle_ms_per_s,
+        # Where the CPU goes, by thread: µs per reading and wake-ups (context switches)
+        # per second. On a VM a wake-up costs CPU of its own (see docs/performance.md).
+        "threads": {
+            name: {
+                "us_per_reading": round(
+                    1e6 * (run - threads0.get(name, (0.0, 0))[0]) / max(total, 1), 1
+                ),
+                "wakeups_per_s": round((count - threads0.get(name, (0.0, 0))[1]) / (t1 - t0)),
+            }
+            for name, (run, count) in sorted(threads1.items(), key=lambda kv: -kv[1][0])
+        },
     }
     if mode == "polled":
         out["poll_jitter_ms"] = _jitter(result["requests"])
@@ -333,6 +347,15 @@ def main() -> None:
                 f", p99 poll jitter {jitter} ms (floor's {base['poll_jitter_ms']['p99']} ms)"
                 if jitter is not None
                 else ""
+            ),
+            flush=True,
+        )
+        print(
+            "  by thread: "
+            + "; ".join(
+                f"{name} {t['us_per_reading']} µs/reading, {t['wakeups_per_s']} wake-ups/s"
+                for name, t in gw["threads"].items()
+                if t["us_per_reading"] >= 0.1
             ),
             flush=True,
         )

@@ -21,7 +21,6 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,6 +32,7 @@ from gateway.clockgrid import next_tick
 from gateway.errors import SpoolError
 from gateway.pipeline.timesource import TimeSource
 from gateway.telemetry.stats import RateLimit
+from gateway.threads import single_worker
 from gateway.transactions import transaction
 
 log = structlog.get_logger("gateway.spool")
@@ -253,7 +253,7 @@ class Spool:
         self._pending: list[str] = []
         self._early = asyncio.Event()
         self._arrived = asyncio.Event()  # a line came while none was pending
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        self._executor = single_worker("spool")
         self._db: sqlite3.Connection | None = None
         self._bytes = 0
         self._commit_lock = asyncio.Lock()

@@ -62,7 +62,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from operator import itemgetter
@@ -78,6 +77,7 @@ from gateway.pipeline.lineprotocol import LineProtocolError, parse, split_plain
 from gateway.pipeline.reading import FieldValue
 from gateway.pipeline.timesource import TimeSource
 from gateway.sinks.base import Outcome, Sink, Verdict
+from gateway.threads import single_worker
 from gateway.transactions import transaction
 
 __all__ = [
@@ -245,7 +245,7 @@ class LocalStore:
         self._recent_rows = 0
         """Rows written to ``recent`` since the last fold (replays count again)."""
         self._folded_at = time.monotonic()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-store")
+        self._executor = single_worker("local-store")
         self._db: sqlite3.Connection | None = None
         self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
         self._series_keys: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
