@@ -91,6 +91,34 @@ def thread_activity(pid: int) -> dict[str, tuple[float, int]]:
     return out
 
 
+def thread_share(
+    before: dict[str, tuple[float, int]],
+    after: dict[str, tuple[float, int]],
+    readings: int,
+    seconds: float,
+) -> dict[str, dict[str, float]]:
+    """Per thread, between two :func:`thread_activity` snapshots: µs of CPU per reading
+    and wake-ups (context switches) per second, the busiest thread first. On a VM a
+    wake-up costs CPU of its own (see docs/performance.md)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, (run, count) in sorted(after.items(), key=lambda kv: -kv[1][0]):
+        run0, count0 = before.get(name, (0.0, 0))
+        out[name] = {
+            "us_per_reading": round(1e6 * (run - run0) / max(readings, 1), 1),
+            "wakeups_per_s": round((count - count0) / seconds),
+        }
+    return out
+
+
+def thread_summary(threads: dict[str, dict[str, float]]) -> str:
+    """One line of :func:`thread_share`'s figures, threads under 0.1 µs left out."""
+    return "  by thread: " + "; ".join(
+        f"{name} {t['us_per_reading']} µs/reading, {t['wakeups_per_s']} wake-ups/s"
+        for name, t in threads.items()
+        if t["us_per_reading"] >= 0.1
+    )
+
+
 def _stat_cpu(text: str) -> float:
     # The command name may contain spaces and parentheses: split after the last ")".
     fields = text[text.rindex(")") + 2 :].split()

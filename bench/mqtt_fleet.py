@@ -37,6 +37,8 @@ from _common import (
     run_seconds,
     status_kib,
     thread_activity,
+    thread_share,
+    thread_summary,
     use_test_helpers,
     wait_quiet,
     write_result,
@@ -124,15 +126,7 @@ def _publish_for(port: int, devices: int, qos: int, seconds: float, pid: int) ->
         "core_pct": round(100 * cpu / (t1 - t0), 2),
         "us_per_reading": round(1e6 * cpu / max(sent, 1), 1),
         "rss_mb_peak": round(rss_peak / 1024, 1),
-        "threads": {
-            name: {
-                "us_per_reading": round(
-                    1e6 * (run - threads0.get(name, (0.0, 0))[0]) / max(sent, 1), 1
-                ),
-                "wakeups_per_s": round((count - threads0.get(name, (0.0, 0))[1]) / (t1 - t0)),
-            }
-            for name, (run, count) in sorted(threads1.items(), key=lambda kv: -kv[1][0])
-        },
+        "threads": thread_share(threads0, threads1, sent, t1 - t0),
     }
 
 
@@ -204,14 +198,7 @@ def main() -> None:
         f"{gw['ratio_to_floor']}× the count-only paho subscriber's {base['us_per_reading']} "
         f"µs), RSS {gw['rss_mb_peak']} MB, lost {gw['lost']}, twice {gw['stored_twice']}"
     )
-    print(
-        "  by thread: "
-        + "; ".join(
-            f"{name} {t['us_per_reading']} µs/reading, {t['wakeups_per_s']} wake-ups/s"
-            for name, t in gw["threads"].items()
-            if t["us_per_reading"] >= 0.1
-        )
-    )
+    print(thread_summary(gw["threads"]))
     write_result(
         "mqtt-fleet",
         {"machine": machine(), "load": quiet, "seconds": args.seconds, "qos": args.qos, **gw},

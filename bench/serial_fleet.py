@@ -38,6 +38,8 @@ from _common import (
     run_seconds,
     status_kib,
     thread_activity,
+    thread_share,
+    thread_summary,
     wait_quiet,
     write_result,
 )
@@ -229,17 +231,7 @@ def gateway(
         "stored_twice": twice if checked else None,
         "exit_code": code,
         "idle_cpu_ms_per_s": idle_ms_per_s,
-        # Where the CPU goes, by thread: µs per reading and wake-ups (context switches)
-        # per second. On a VM a wake-up costs CPU of its own (see docs/performance.md).
-        "threads": {
-            name: {
-                "us_per_reading": round(
-                    1e6 * (run - threads0.get(name, (0.0, 0))[0]) / max(total, 1), 1
-                ),
-                "wakeups_per_s": round((count - threads0.get(name, (0.0, 0))[1]) / (t1 - t0)),
-            }
-            for name, (run, count) in sorted(threads1.items(), key=lambda kv: -kv[1][0])
-        },
+        "threads": thread_share(threads0, threads1, total, t1 - t0),
     }
     if mode == "polled":
         out["poll_jitter_ms"] = _jitter(result["requests"])
@@ -351,12 +343,7 @@ def main() -> None:
             flush=True,
         )
         print(
-            "  by thread: "
-            + "; ".join(
-                f"{name} {t['us_per_reading']} µs/reading, {t['wakeups_per_s']} wake-ups/s"
-                for name, t in gw["threads"].items()
-                if t["us_per_reading"] >= 0.1
-            ),
+            thread_summary(gw["threads"]),
             flush=True,
         )
     if args.breakdown:
