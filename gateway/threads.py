@@ -1,9 +1,9 @@
 """Worker threads with a name the operating system shows too.
 
 Python's thread names stay inside Python; ``top -H``, ``ps -L`` and
-``/proc/<pid>/task/*/comm`` show every thread of the gateway as ``python``. Naming the
-spool's and the local store's threads there tells an operator (and ``bench/``) which
-thread spends the CPU.
+``/proc/<pid>/task/*/comm`` show every thread of the gateway under the process's name.
+Naming the spool's and the local store's threads there tells an operator (and
+``bench/``) which thread spends the CPU.
 """
 
 from __future__ import annotations
