@@ -160,12 +160,14 @@ def gateway(
     local_store: bool = True,
     spread: bool = False,
     read_window: float | None = None,
+    commit_interval: float | None = None,
 ) -> dict[str, Any]:
     devices = Devices(mode, n, spread)
     window = {} if read_window is None else {"read_window": read_window}
     driver = driver or ("line" if mode == "stream" else "bench_polled")
     config: dict[str, Any] = {
         "gateway": {"state_dir": str(tmp / "state"), "clock_sync_check": False},
+        "spool": {} if commit_interval is None else {"commit_interval": commit_interval},
         "sinks": {"local": {"enabled": local_store}},
         "devices": {
             f"d{i:03}": {"driver": driver, "port": path, **window}
@@ -291,6 +293,12 @@ def main() -> None:
         help="every device's read_window (default: the driver's; 0 = a reader per port)",
     )
     parser.add_argument(
+        "--commit-interval",
+        type=float,
+        metavar="S",
+        help="the spool's commit_interval (default: the gateway's, 0.2 s)",
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="also run stream-50 without the local store, and with a driver that parses nothing",
@@ -315,7 +323,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"bench-serial-{name}-") as tmp:
             prof = Path(tmp) / "gateway.prof" if args.profile else None
             gw = gateway(
-                mode, n, args.seconds, Path(tmp), prof, spread=spread, read_window=args.read_window
+                mode,
+                n,
+                args.seconds,
+                Path(tmp),
+                prof,
+                spread=spread,
+                read_window=args.read_window,
+                commit_interval=args.commit_interval,
             )
             if prof is not None:
                 import pstats
@@ -350,7 +365,14 @@ def main() -> None:
         results["breakdown"] = breakdown(args.seconds, results.get("stream-50"))
     path = write_result(
         "serial-profile" if args.profile else "serial",
-        {"machine": machine(), "load": quiet, "seconds": args.seconds, **results},
+        {
+            "machine": machine(),
+            "load": quiet,
+            "seconds": args.seconds,
+            "read_window": args.read_window,
+            "commit_interval": args.commit_interval,
+            **results,
+        },
     )
     print(f"results: {path}")
 
