@@ -36,18 +36,23 @@ def _run(main: Any) -> Any:
         return runner.run(main())
 
 
+async def _timers_while_idle(seconds: float) -> int:
+    """Timers others schedule on the running CountingLoop while this sleeps ``seconds``."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, CountingLoop)
+    before = loop.timers
+    await asyncio.sleep(seconds)
+    return loop.timers - before - 1  # the sleep's own timer
+
+
 def test_an_idle_spool_schedules_no_commit_timers(tmp_path: Path) -> None:
     async def main() -> tuple[int, int]:
-        loop = asyncio.get_running_loop()
-        assert isinstance(loop, CountingLoop)
         spool = Spool(tmp_path / "spool.db", ["local"], commit_interval=0.05)
         await spool.open()
         commits = asyncio.create_task(spool.run_commits())
         try:
             await asyncio.sleep(0.1)
-            before = loop.timers
-            await asyncio.sleep(1.0)  # nothing to commit: 20 ticks of the old loop
-            idle = loop.timers - before - 1  # the sleep's own timer
+            idle = await _timers_while_idle(1.0)  # nothing to commit: 20 ticks of the old loop
             spool.add("m v=1 1")
             async with asyncio.timeout(5):
                 while spool.behind("local") == 0:
@@ -68,8 +73,6 @@ def test_a_sink_waiting_to_fill_a_batch_is_woken_by_commits_not_a_timer(
     tmp_path: Path,
 ) -> None:
     async def main() -> tuple[int, int]:
-        loop = asyncio.get_running_loop()
-        assert isinstance(loop, CountingLoop)
         spool = Spool(tmp_path / "spool.db", ["local"], commit_interval=0.05)
         await spool.open()
         store = LocalStore(tmp_path / "readings.db")
@@ -80,9 +83,7 @@ def test_a_sink_waiting_to_fill_a_batch_is_woken_by_commits_not_a_timer(
             spool.add("m v=1 1")
             await spool.commit()
             await asyncio.sleep(0.1)
-            before = loop.timers
-            await asyncio.sleep(1.0)  # one line of a batch of 3, 30 s to wait
-            waiting = loop.timers - before - 1
+            waiting = await _timers_while_idle(1.0)  # one line of a batch of 3, 30 s to wait
             spool.add("m v=2 2")
             spool.add("m v=3 3")
             await spool.commit()  # the batch is full: written now, not in 30 s
